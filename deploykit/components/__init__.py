@@ -1,0 +1,11 @@
+"""One @deploy per service, each with documented DEFAULTS that group_data overrides."""
+
+from . import bootstrap, common, docker, hardening
+
+# Every component's defaults: the settings schema that config.py checks group_data against.
+COMPONENT_DEFAULTS: dict[str, dict] = {
+    "bootstrap": bootstrap.DEFAULTS,
+    "common": common.DEFAULTS,
+    "hardening": hardening.DEFAULTS,
+    "docker": docker.DEFAULTS,
+}

@@ -1,0 +1,161 @@
+"""The settings schema: every knob's default and type, and the checks run before any host
+is touched (unknown keys, wrong types, missing groups).
+
+A typo in a knob is an error, not a silent default: ``docker_log_max_sizee`` in
+``group_data/all.py`` stops the deploy and names the key, the file and the closest
+known key.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .components import COMPONENT_DEFAULTS
+from .paths import GROUP_DATA_DIR, REPO_ROOT
+
+# Keys read by pyinfra's connectors, or describing the host itself.
+HOST_KEYS = {
+    "private_ip",
+    "ssh_hostname",
+    "ssh_port",
+    "ssh_user",
+    "ssh_password",
+    "ssh_key",
+    "ssh_key_password",
+    "ssh_allow_agent",
+    "ssh_look_for_keys",
+    "ssh_forward_agent",
+    "ssh_config_file",
+    "ssh_known_hosts_file",
+    "ssh_strict_host_key_checking",
+    "ssh_paramiko_connect_kwargs",
+    "ssh_connect_retries",
+    "ssh_connect_retry_min_delay",
+    "ssh_connect_retry_max_delay",
+    "ssh_file_transfer_protocol",
+}
+
+# Knobs of the deploy entry points themselves (not of one component).
+DEPLOY_DEFAULTS: dict[str, object] = {}
+
+
+class ConfigError(Exception):
+    """Bad input, found before any host is changed."""
+
+
+@dataclass
+class Schema:
+    defaults: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls) -> "Schema":
+        defaults: dict[str, object] = {}
+        for component_defaults in COMPONENT_DEFAULTS.values():
+            defaults.update(component_defaults)
+        defaults.update(DEPLOY_DEFAULTS)
+        return cls(defaults)
+
+    def is_known(self, key: str) -> bool:
+        # Leading underscore: pyinfra's global arguments set as data, such as _sudo.
+        return key.startswith("_") or key in HOST_KEYS or key in self.defaults
+
+    def suggestion(self, key: str) -> str:
+        close = difflib.get_close_matches(key, [*self.defaults, *HOST_KEYS], n=1)
+        return f" (did you mean {close[0]!r}?)" if close else ""
+
+    def type_error(self, key: str, value: object) -> str | None:
+        default = self.defaults.get(key)
+        if default is None or key not in self.defaults:
+            return None
+        expected = type(default)
+        # bool is an int in Python: keep the two apart, a knob is one or the other.
+        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
+            return f"{key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+        return None
+
+
+def group_data_keys(path: Path) -> dict[str, int]:
+    """Top-level names a group_data file defines, with their line numbers.
+
+    Read from the syntax tree, not by running the file: a broken file is reported as
+    such, with its line, instead of as a traceback from the middle of pyinfra.
+    """
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError as error:
+        raise ConfigError(f"{_relative(path)}:{error.lineno}: {error.msg}") from None
+    keys: dict[str, int] = {}
+    for node in tree.body:
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        for target in targets:
+            if isinstance(target, ast.Name):
+                keys[target.id] = node.lineno
+    return keys
+
+
+def check_group_data(schema: Schema, folder: Path = GROUP_DATA_DIR) -> list[str]:
+    errors = []
+    for path in sorted(folder.glob("*.py")):
+        for key, line in group_data_keys(path).items():
+            if not schema.is_known(key):
+                errors.append(
+                    f"{_relative(path)}:{line}: unknown key {key!r}{schema.suggestion(key)}"
+                )
+    return errors
+
+
+def check_values(schema: Schema, hosts) -> list[str]:
+    """Types of the values each host really sees, after group and host merging."""
+    errors = []
+    for host in hosts:
+        for key in schema.defaults:
+            value = host.data.get(key)
+            if value is None:
+                continue
+            problem = schema.type_error(key, value)
+            if problem:
+                errors.append(f"host {host.name}: {problem}")
+    return sorted(set(errors))
+
+
+def check_overrides(schema: Schema, overrides: dict) -> list[str]:
+    return [
+        f"--data {key}: unknown key{schema.suggestion(key)}"
+        for key in overrides
+        if not schema.is_known(key)
+    ]
+
+
+def check_groups(inventory, required: tuple[str, ...]) -> list[str]:
+    errors = []
+    for group in required:
+        members = inventory.get_group(group, default=None)
+        if not members:
+            errors.append(
+                f"{_inventory_file()}: group {group!r} is "
+                f"{'empty' if members is not None else 'missing'}; this deploy needs it"
+            )
+    return errors
+
+
+def _inventory_file() -> str:
+    """The inventory named on pyinfra's command line, for messages."""
+    for argument in sys.argv[1:]:
+        if argument.endswith(".py") and "inventor" in argument:
+            return argument
+    return "the inventory"
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

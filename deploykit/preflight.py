@@ -1,0 +1,39 @@
+"""Checks every deploy file runs first, once per run, before any operation is planned.
+
+pyinfra executes a deploy file once per host; the checks look at the whole inventory,
+so they run for the first host only and stop the run for all of them.
+"""
+
+from __future__ import annotations
+
+from pyinfra import inventory, logger, state
+
+from .config import (
+    ConfigError,
+    Schema,
+    check_group_data,
+    check_groups,
+    check_overrides,
+    check_values,
+)
+
+_checked_states: set[int] = set()
+
+
+def preflight(required_groups: tuple[str, ...] = ()) -> None:
+    """Stop with one message listing every problem, naming each culprit."""
+    if id(state) in _checked_states:
+        return
+    _checked_states.add(id(state))
+    schema = Schema.build()
+    try:
+        errors = check_group_data(schema)
+    except ConfigError as error:
+        errors = [str(error)]
+    errors += check_overrides(schema, inventory.override_data)
+    errors += check_groups(inventory, required_groups)
+    errors += check_values(schema, inventory)
+    if errors:
+        listing = "\n  ".join(errors)
+        logger.error(f"deploykit: refusing to run, nothing was changed:\n  {listing}")
+        raise SystemExit(2)

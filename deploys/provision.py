@@ -1,0 +1,20 @@
+"""Provision and harden every host, by group. Safe to run again: a second run changes nothing.
+
+    pyinfra -y inventories/sandbox.py deploys/provision.py
+    pyinfra inventories/staging.py deploys/provision.py --dry --diff
+"""
+
+from pyinfra import host
+
+from deploykit.components.common import common
+from deploykit.components.docker import docker
+from deploykit.components.hardening import hardening
+from deploykit.preflight import preflight
+
+preflight(required_groups=("lb", "web"))
+
+common()
+hardening()
+
+if host.in_group("web") or host.in_group("job"):
+    docker()

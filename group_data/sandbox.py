@@ -1,0 +1,7 @@
+"""Settings for the local sandbox only (its inventory file is inventories/sandbox.py)."""
+
+# The sandbox generates its own key pair; bootstrap installs it for the deploy user.
+bootstrap_extra_public_key_files = [".sandbox/id_ed25519.pub"]
+
+# The sandbox registry (Debian's docker-registry) speaks plain HTTP on its private network.
+docker_insecure_registries = ["registry:5000"]

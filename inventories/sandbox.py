@@ -1,0 +1,39 @@
+"""The local sandbox (``make sandbox``): the same groups as a real fleet.
+
+Hosts answer SSH on ports published on 127.0.0.1; ``private_ip`` is each host's
+address on the sandbox network, the one other hosts and the firewall see.
+"""
+
+import json
+from pathlib import Path
+
+_CLUSTER_FILE = Path(__file__).resolve().parent.parent / ".sandbox" / "cluster.json"
+
+if not _CLUSTER_FILE.exists():
+    raise SystemExit(f"inventories/sandbox.py: {_CLUSTER_FILE} is missing; run `make sandbox` first")
+
+_cluster = json.loads(_CLUSTER_FILE.read_text())
+
+
+def _hosts(group):
+    return [
+        (
+            host["name"],
+            {
+                "ssh_hostname": "127.0.0.1",
+                "ssh_port": host["ssh_port"],
+                "ssh_key": _cluster["ssh_key"],
+                "ssh_known_hosts_file": _cluster["known_hosts"],
+                "ssh_strict_host_key_checking": "yes",
+                "private_ip": host["private_ip"],
+            },
+        )
+        for host in _cluster["hosts"]
+        if host["group"] == group
+    ]
+
+
+lb = _hosts("lb")
+web = _hosts("web")
+job = _hosts("job")
+db = _hosts("db")
