@@ -139,19 +139,31 @@ def check_groups(inventory, required: tuple[str, ...]) -> list[str]:
     for group in required:
         members = inventory.get_group(group, default=None)
         if not members:
-            errors.append(
-                f"{_inventory_file()}: group {group!r} is "
-                f"{'empty' if members is not None else 'missing'}; this deploy needs it"
-            )
+            # pyinfra drops empty groups while loading: empty and missing look alike.
+            errors.append(f"{_inventory_file()}: no hosts in group {group!r}; this deploy needs it")
     return errors
 
 
 def _inventory_file() -> str:
-    """The inventory named on pyinfra's command line, for messages."""
+    """The inventory named on pyinfra's command line: its first existing .py argument."""
     for argument in sys.argv[1:]:
-        if argument.endswith(".py") and "inventor" in argument:
+        if argument.endswith(".py") and Path(argument).is_file():
             return argument
     return "the inventory"
+
+
+def group_data_folders() -> list[Path]:
+    """The folders pyinfra's CLI reads group data from: ./group_data, then the
+    inventory's own group_data folder."""
+    folders = [Path.cwd() / "group_data"]
+    inventory = _inventory_file()
+    if inventory != "the inventory":
+        folders.append(Path(inventory).resolve().parent / "group_data")
+    unique = []
+    for folder in folders:
+        if folder.resolve() not in [f.resolve() for f in unique] and folder.is_dir():
+            unique.append(folder)
+    return unique or [GROUP_DATA_DIR]
 
 
 def _relative(path: Path) -> str:

@@ -15,6 +15,7 @@ from .config import (
     check_groups,
     check_overrides,
     check_values,
+    group_data_folders,
 )
 
 _checked_states: set[int] = set()
@@ -27,7 +28,7 @@ def preflight(required_groups: tuple[str, ...] = ()) -> None:
     _checked_states.add(id(state))
     schema = Schema.build()
     try:
-        errors = check_group_data(schema)
+        errors = [e for folder in group_data_folders() for e in check_group_data(schema, folder)]
     except ConfigError as error:
         errors = [str(error)]
     errors += check_overrides(schema, inventory.override_data)

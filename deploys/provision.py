@@ -16,5 +16,5 @@ preflight(required_groups=("lb", "web"))
 common()
 hardening()
 
-if host.in_group("web") or host.in_group("job"):
+if {"web", "job"} & set(host.groups):
     docker()

@@ -41,6 +41,7 @@ NETWORK = "deploykit-sandbox"
 PREFIX = "deploykit-sandbox-"
 REGISTRY_ALIAS = "registry"
 REGISTRY_PORT = 5000
+SSH_PORT_BASE = int(os.environ.get("SANDBOX_SSH_PORT_BASE", "2200"))
 LB_HTTP_PORT = 8080
 LB_HTTPS_PORT = 8443
 BOOT_TIMEOUT = 120
@@ -147,8 +148,10 @@ def _ensure_network(docker_client: docker.DockerClient):
     return docker_client.networks.create(NETWORK, driver="bridge", labels=labels())
 
 
-def _host_ports(name: str, group: str) -> dict[str, tuple[str, int | None]]:
-    ports: dict[str, tuple[str, int | None]] = {"22/tcp": ("127.0.0.1", None)}
+def _host_ports(name: str, group: str, position: int) -> dict[str, tuple[str, int]]:
+    # Fixed ports, not random ones: Docker picks a new random port when a container
+    # restarts, and a rebooted host must stay where the inventory says it is.
+    ports: dict[str, tuple[str, int]] = {"22/tcp": ("127.0.0.1", SSH_PORT_BASE + position)}
     if group == "lb":
         offset = int(name[2:]) - 1
         ports["80/tcp"] = ("127.0.0.1", LB_HTTP_PORT + offset)
@@ -176,7 +179,8 @@ class Sandbox:
                 log.info("removing %s (not in the topology)", container.name)
                 container.remove(force=True, v=False)
         containers = [
-            self._ensure_host(name, group, public_key, network.name) for name, group in wanted
+            self._ensure_host(name, group, position, public_key, network.name)
+            for position, (name, group) in enumerate(wanted, start=1)
         ]
         hosts = [self._wait_until_booted(container) for container in containers]
         self._write_state(hosts)
@@ -208,17 +212,21 @@ class Sandbox:
         if container.status != "running":
             container.start()
 
-    def _ensure_host(self, name: str, group: str, public_key: str, network: str) -> Container:
+    def _ensure_host(
+        self, name: str, group: str, position: int, public_key: str, network: str
+    ) -> Container:
         container_name = PREFIX + name
         try:
             container = self.docker.containers.get(container_name)
         except docker.errors.NotFound:
-            return self._create_host(name, group, public_key, network)
+            return self._create_host(name, group, position, public_key, network)
         if container.status != "running":
             container.start()
         return container
 
-    def _create_host(self, name: str, group: str, public_key: str, network: str) -> Container:
+    def _create_host(
+        self, name: str, group: str, position: int, public_key: str, network: str
+    ) -> Container:
         volume = self.docker.volumes.create(
             f"{PREFIX}{name}-docker", labels=labels(host=name)
         )
@@ -229,7 +237,7 @@ class Sandbox:
             network=network,
             # The alias lets hosts find each other by name, as on a private LAN.
             networking_config={network: EndpointConfig("1.41", aliases=[name])},
-            ports=_host_ports(name, group),
+            ports=_host_ports(name, group, position),
             environment={"container": "docker"},
             tmpfs={"/run": "", "/run/lock": "", "/tmp": ""},
             # overlay2 cannot stack on the container's own overlay root: without a volume
@@ -239,6 +247,8 @@ class Sandbox:
                 "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
             },
             stop_signal="SIGRTMIN+3",
+            # A VM comes back after a crash or a reboot of its hypervisor.
+            restart_policy={"Name": "unless-stopped"},
         )
         container = self.docker.containers.create(HOST_IMAGE, **options, **self._privileges())
         container.put_archive("/root", _authorized_keys_tar(public_key))

@@ -8,7 +8,9 @@ from ..operations.config_file import config_file, render_template
 
 DEFAULTS = {
     # Packages every host gets, on top of the distribution's minimal install.
-    "common_packages": ["ca-certificates", "curl", "gnupg", "less", "nftables", "sudo", "vim-tiny"],
+    "common_packages": [
+        "ca-certificates", "curl", "gnupg", "less", "netbase", "nftables", "sudo", "vim-tiny"
+    ],
     # Seconds an apt package list stays fresh before `apt-get update` runs again.
     "common_apt_cache_seconds": 3600,
     # NTP servers for systemd-timesyncd (skipped by systemd itself inside containers).

@@ -84,7 +84,8 @@ def config_file(
 
     if same_content:
         fixes = []
-        if mode_text and _octal(remote["mode"]) != mode_text.lstrip("0").rjust(3, "0"):
+        # The File fact gives the mode as the int of its octal digits: 0o640 reads 640.
+        if mode_text and str(remote["mode"]) != mode_text.lstrip("0"):
             fixes.append(StringCommand("chmod", mode_text, QuoteString(dest)))
         if (user and remote["user"] != user) or (group and remote["group"] != group):
             fixes.append(StringCommand("chown", f"{user}:{group}", QuoteString(dest)))

@@ -8,7 +8,7 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.server import Users
 
 
-def reopen_ssh_session(state, host_, user: str, probe: str | None) -> bool:
+def reopen_ssh_session(state, host, user: str, probe: str | None) -> bool:
     """Close the SSH connection and open a new one, then run ``probe`` without sudo.
 
     Supplementary groups are fixed when sshd starts a session: a user added to a group
@@ -16,14 +16,15 @@ def reopen_ssh_session(state, host_, user: str, probe: str | None) -> bool:
     run, so without this the user's next commands still lack the group and a second
     run is needed (the trap of the 2015 write-up this kit replaces).
     """
-    connector = host_.connector
+    # pyinfra passes (state, host) to callbacks whose first parameters bear those names.
+    connector = host.connector
     client = getattr(connector, "client", None)
     if client is not None:
         client.close()
         connector.connect()
     if probe is None:
         return True
-    ok, output = host_.run_shell_command(StringCommand(probe), _sudo=False)
+    ok, output = host.run_shell_command(StringCommand(probe), _sudo=False)
     if not ok:
         raise OperationError(
             f"{user} still cannot run `{probe}` after reconnecting: {output.stderr}"

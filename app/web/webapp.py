@@ -1,0 +1,163 @@
+"""A tiny WSGI app that stands in for the user's own web app (stdlib only).
+
+It exists so rollouts can be tested end to end: every response says which
+version answered, ``/up`` is the health check HAProxy and Docker poll, and
+``/slow`` keeps a request in flight across a drain or a SIGTERM.
+
+Configuration comes only from environment variables, read once by
+``make_app`` (gunicorn workers call it at import time through ``application``):
+
++ APP_VERSION: the deployed tag, returned by ``/version`` and in ``X-App-Version``
++ APP_BROKEN: ``1`` makes ``/up`` always answer 503 (the "broken" image bakes it in)
++ APP_FAIL_AFTER_SECONDS: after that many seconds from start, ``/``, ``/version``
+  and ``/slow`` answer 500 while ``/up`` stays 200 (passes its own health check,
+  then fails behind the load balancer)
++ APP_STARTED_AT: epoch seconds the fail-after clock starts from; gunicorn.conf.py
+  sets it once in the master so every worker agrees (defaults to now)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Callable, Iterable, Mapping
+from urllib.parse import parse_qs
+
+# Longest sleep /slow accepts, so a typo cannot pin a worker thread for hours.
+SLOW_MAX_MS = 30_000
+# Sleep used by /slow when no ?ms= is given.
+SLOW_DEFAULT_MS = 1_000
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+StartResponse = Callable[..., object]
+WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
+
+
+def parse_flag(name: str, value: str | None) -> bool:
+    """Read an on/off environment variable; anything unexpected is an error."""
+    text = (value or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{name} must be one of 1/0/true/false/yes/no/on/off, got {value!r}")
+
+
+def parse_seconds(name: str, value: str | None) -> float | None:
+    """Read an optional non-negative number of seconds."""
+    if value is None or value.strip() == "":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    if seconds < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+    return seconds
+
+
+def make_app(
+    config: Mapping[str, str] | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    hostname: str | None = None,
+) -> WSGIApp:
+    """Build the WSGI callable from an environment-like mapping.
+
+    + config: environment variables (defaults to ``os.environ``)
+    + clock: wall clock in epoch seconds (injectable for tests)
+    + sleep: used by /slow (injectable for tests)
+    + hostname: shown by ``/`` (defaults to the container's hostname)
+    """
+    env = os.environ if config is None else config
+    version = env.get("APP_VERSION", "").strip() or "dev"
+    broken = parse_flag("APP_BROKEN", env.get("APP_BROKEN"))
+    fail_after = parse_seconds("APP_FAIL_AFTER_SECONDS", env.get("APP_FAIL_AFTER_SECONDS"))
+    started_at = parse_seconds("APP_STARTED_AT", env.get("APP_STARTED_AT"))
+    if started_at is None:
+        started_at = clock()
+    host = hostname or socket.gethostname()
+
+    def failing() -> bool:
+        return fail_after is not None and clock() - started_at >= fail_after
+
+    def index(_query: dict) -> tuple[int, str]:
+        return 200, f"deploykit example app version={version} host={host}\n"
+
+    def show_version(_query: dict) -> tuple[int, str]:
+        return 200, version
+
+    def up(_query: dict) -> tuple[int, str]:
+        # /up ignores APP_FAIL_AFTER_SECONDS on purpose: that mode models an app
+        # whose own health check stays green while real traffic fails.
+        return (503, "broken") if broken else (200, "ok")
+
+    def slow(query: dict) -> tuple[int, str]:
+        raw = query.get("ms", [str(SLOW_DEFAULT_MS)])[-1]
+        try:
+            ms = int(raw)
+        except ValueError:
+            return 400, f"ms must be an integer number of milliseconds, got {raw!r}\n"
+        ms = max(0, min(ms, SLOW_MAX_MS))
+        sleep(ms / 1000.0)
+        return 200, version
+
+    # path -> (handler, affected by APP_FAIL_AFTER_SECONDS)
+    routes: dict[str, tuple[Callable[[dict], tuple[int, str]], bool]] = {
+        "/": (index, True),
+        "/version": (show_version, True),
+        "/up": (up, False),
+        "/slow": (slow, True),
+    }
+
+    def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        path = environ.get("PATH_INFO", "") or "/"
+        extra: list[tuple[str, str]] = []
+        route = routes.get(path)
+        if route is None:
+            status, body = 404, "not found\n"
+        elif method not in ("GET", "HEAD"):
+            status, body = 405, "method not allowed\n"
+            extra.append(("Allow", "GET, HEAD"))
+        else:
+            handler, can_fail = route
+            if can_fail and failing():
+                status, body = 500, "failing (APP_FAIL_AFTER_SECONDS)\n"
+            else:
+                status, body = handler(parse_qs(environ.get("QUERY_STRING", "")))
+        payload = body.encode("utf-8")
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(payload))),
+            ("Cache-Control", "no-store"),
+            ("X-App-Version", version),
+            *extra,
+        ]
+        start_response(f"{status} {_REASONS[status]}", headers)
+        return [b""] if method == "HEAD" else [payload]
+
+    return application
+
+
+def __getattr__(name: str) -> WSGIApp:
+    # Built lazily so importing the module (tests, tooling) never reads the
+    # environment; gunicorn's "webapp:application" lookup lands here.
+    if name == "application":
+        app = make_app()
+        globals()["application"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,50 @@
+"""The integration tests share one freshly created sandbox, bootstrapped and provisioned
+once per session; each test then asserts outcomes on the hosts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .sandbox_world import World, pyinfra, sandbox_cli
+
+TOPOLOGY = {"SANDBOX_WEB": "3", "SANDBOX_LB": "1", "SANDBOX_JOB": "1", "SANDBOX_DB": "1"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def fresh_sandbox():
+    """Fresh hosts, as new VMs: nothing from an earlier run survives."""
+    sandbox_cli("down")
+    sandbox_cli("up", env=TOPOLOGY)
+    for key, value in TOPOLOGY.items():
+        os.environ[key] = value
+    return World()
+
+
+@pytest.fixture(scope="session")
+def first_runs(fresh_sandbox):
+    """Bootstrap once as root, then provision twice as deploy; every output is kept."""
+    runs = {
+        "bootstrap": pyinfra("inventories/sandbox.py", "deploys/bootstrap.py", "--user", "root"),
+        "bootstrap_again": pyinfra(
+            "inventories/sandbox.py", "deploys/bootstrap.py", "--user", "root"
+        ),
+    }
+    runs["provision"] = pyinfra("inventories/sandbox.py", "deploys/provision.py")
+    runs["provision_again"] = pyinfra("inventories/sandbox.py", "deploys/provision.py")
+    return runs
+
+
+@pytest.fixture(scope="session")
+def fleet(fresh_sandbox, first_runs):
+    """A provisioned sandbox (the runs above must have succeeded)."""
+    for name, run in first_runs.items():
+        assert run.returncode == 0, f"{name} failed:\n{run.output[-4000:]}"
+    return fresh_sandbox

@@ -1,0 +1,108 @@
+"""Helpers the integration tests use to drive and inspect the sandbox.
+
+Deploys run exactly as a user runs them: `pyinfra` on the command line over real SSH.
+Outcomes are read independently of the tool, through `docker exec` into the host
+containers (the Docker SDK), so a bug in the tool cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+CLUSTER_FILE = REPO_ROOT / ".sandbox" / "cluster.json"
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    output: str
+
+    def grand_total(self) -> dict[str, int]:
+        """The pyinfra results table's last line: operations, changed, errors, unchanged."""
+        match = re.search(r"Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", self.output)
+        assert match, f"no results table in pyinfra output:\n{self.output[-3000:]}"
+        values = [0 if value == "-" else int(value) for value in match.groups()]
+        return dict(zip(("operations", "changed", "errors", "unchanged"), values))
+
+
+def pyinfra(*args: str, timeout: int = 900, env: dict | None = None) -> RunResult:
+    completed = subprocess.run(
+        [PYINFRA, "-y", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    return RunResult(completed.returncode, completed.stdout)
+
+
+def sandbox_cli(*args: str, env: dict | None = None) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-m", "sandbox", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert completed.returncode == 0, completed.stdout
+    return completed.stdout
+
+
+class World:
+    """The running sandbox, as the tests see it."""
+
+    def __init__(self):
+        self.cluster = json.loads(CLUSTER_FILE.read_text())
+        self.docker = docker.from_env()
+
+    def hosts(self, group: str | None = None) -> list[str]:
+        return [h["name"] for h in self.cluster["hosts"] if group in (None, h["group"])]
+
+    def ip(self, name: str) -> str:
+        return next(h["private_ip"] for h in self.cluster["hosts"] if h["name"] == name)
+
+    def ssh_port(self, name: str) -> int:
+        return next(h["ssh_port"] for h in self.cluster["hosts"] if h["name"] == name)
+
+    def container(self, name: str):
+        return self.docker.containers.get(f"deploykit-sandbox-{name}")
+
+    def sh(self, name: str, command: str, user: str = "root") -> tuple[int, str]:
+        """Run a shell command inside the host, bypassing SSH and the deploy tool."""
+        result = self.container(name).exec_run(["sh", "-c", command], user=user)
+        return result.exit_code, result.output.decode(errors="replace")
+
+    def ssh(self, name: str, command: str, user: str = "deploy") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                "ssh", "-i", self.cluster["ssh_key"],
+                "-o", f"UserKnownHostsFile={self.cluster['known_hosts']}",
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                "-p", str(self.ssh_port(name)), f"{user}@127.0.0.1", command,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+        )
+
+    def can_connect(self, source: str, target: str, port: int) -> bool:
+        """From inside host `source`, open TCP to `target`'s private address."""
+        code, _ = self.sh(
+            source,
+            f"timeout 3 bash -c 'exec 3<>/dev/tcp/{self.ip(target)}/{port}' 2>/dev/null",
+        )
+        return code == 0

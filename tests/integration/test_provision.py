@@ -1,0 +1,146 @@
+"""Bootstrap and provisioning on fresh sandbox hosts: one run each, then nothing to do."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .sandbox_world import REPO_ROOT, pyinfra
+
+
+def test_bootstrap_and_provision_succeed_in_one_run_each(first_runs):
+    for name in ("bootstrap", "provision"):
+        run = first_runs[name]
+        assert run.returncode == 0, run.output[-4000:]
+        assert run.grand_total()["errors"] == 0
+        assert run.grand_total()["changed"] > 0
+
+
+def test_docker_group_takes_effect_in_the_first_run(first_runs):
+    # The op adds deploy to the docker group, reconnects and runs `docker info` as deploy,
+    # without sudo, all in the FIRST provision run; its row shows 4 changed hosts.
+    row = next(
+        line for line in first_runs["provision"].output.splitlines()
+        if "Ensure deploy runs docker without sudo" in line and line.strip().endswith("-")
+    )
+    assert row.split()[-4:] == ["4", "4", "-", "-"], row
+
+
+def test_second_runs_change_nothing(first_runs):
+    for name in ("bootstrap_again", "provision_again"):
+        totals = first_runs[name].grand_total()
+        assert totals["changed"] == 0 and totals["errors"] == 0, first_runs[name].output[-4000:]
+
+
+def test_deploy_user_runs_docker_without_sudo(fleet):
+    for name in fleet.hosts("web") + fleet.hosts("job"):
+        result = fleet.ssh(name, "docker ps --format '{{.ID}}' && id -nG")
+        assert result.returncode == 0, result.stdout
+        assert "docker" in result.stdout.split()
+
+
+def test_deploy_user_has_passwordless_sudo_from_a_validated_file(fleet):
+    for name in fleet.hosts():
+        code, output = fleet.sh(name, "stat -c '%a %U %G' /etc/sudoers.d/deploy")
+        assert (code, output.strip()) == (0, "440 root root")
+        assert fleet.ssh(name, "sudo -n true").returncode == 0
+
+
+def test_sshd_refuses_root_and_passwords(fleet):
+    for name in fleet.hosts():
+        code, output = fleet.sh(name, "sshd -T")
+        settings = dict(line.split(" ", 1) for line in output.splitlines() if " " in line)
+        assert code == 0
+        assert settings["permitrootlogin"] == "no"
+        assert settings["passwordauthentication"] == "no"
+        assert settings["kbdinteractiveauthentication"] == "no"
+        assert settings["allowusers"] == "deploy"
+
+
+def test_root_login_over_ssh_is_refused(fleet):
+    result = fleet.ssh("web1", "true", user="root")
+    assert result.returncode == 255
+    assert "Permission denied" in result.stdout
+    assert fleet.ssh("web1", "true", user="deploy").returncode == 0
+
+
+def test_services_are_active(fleet):
+    for name in fleet.hosts():
+        code, output = fleet.sh(name, "systemctl is-active ssh deploykit-firewall")
+        assert output.split() == ["active", "active"], (name, output)
+    for name in fleet.hosts("web") + fleet.hosts("job"):
+        code, output = fleet.sh(name, "systemctl is-active docker; docker info -f '{{.Driver}}'")
+        assert output.split() == ["active", "overlay2"], (name, output)
+
+
+def test_docker_rotates_container_logs(fleet):
+    code, output = fleet.sh("web1", "docker info -f '{{.LoggingDriver}}'; cat /etc/docker/daemon.json")
+    assert output.startswith("json-file")
+    assert '"max-size": "10m"' in output and '"max-file": "5"' in output
+
+
+@pytest.fixture
+def listeners(fleet):
+    """Throwaway TCP listeners on db1: 5432 (allowed from web/job) and 8999 (not allowed)."""
+    for port in (5432, 8999):
+        fleet.sh("db1", f"systemd-run --unit=probe-{port} python3 -m http.server {port}")
+    time.sleep(1)
+    yield
+    for port in (5432, 8999):
+        fleet.sh("db1", f"systemctl stop probe-{port}")
+
+
+def test_firewall_opens_role_ports_to_named_roles_only(fleet, listeners):
+    assert fleet.can_connect("web1", "db1", 5432)
+    assert fleet.can_connect("job1", "db1", 5432)
+    assert not fleet.can_connect("lb1", "db1", 5432)  # lb is not in db's 5432 sources
+    assert not fleet.can_connect("web1", "db1", 8999)  # not in the matrix at all
+    code, _ = fleet.sh("db1", "timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8999'")
+    assert code == 0, "the listener itself must be up, or the closed checks prove nothing"
+
+
+def test_firewall_survives_a_reboot(fleet, listeners):
+    fleet.container("db1").restart(timeout=20)
+    deadline = time.monotonic() + 90
+    while fleet.ssh("db1", "systemctl is-system-running --wait").returncode not in (0, 1):
+        assert time.monotonic() < deadline, "db1 did not come back"
+        time.sleep(1)
+    for port in (5432, 8999):
+        fleet.sh("db1", f"systemd-run --unit=probe-{port} python3 -m http.server {port}")
+    time.sleep(1)
+    code, output = fleet.sh("db1", "nft list table inet deploykit_firewall")
+    assert code == 0 and "policy drop" in output
+    assert fleet.can_connect("web1", "db1", 5432)
+    assert not fleet.can_connect("web1", "db1", 8999)
+
+
+def test_typo_in_group_data_stops_before_any_change(fleet, tmp_path):
+    inventory = _copy_inventory(tmp_path)
+    (tmp_path / "group_data").mkdir()
+    (tmp_path / "group_data" / "web.py").write_text('docker_log_max_sizee = "5m"\n')
+    run = pyinfra(str(inventory), "deploys/provision.py")
+    assert run.returncode != 0
+    assert "group_data/web.py:1: unknown key 'docker_log_max_sizee'" in run.output
+    assert "did you mean 'docker_log_max_size'?" in run.output
+    assert "Starting operation" not in run.output
+
+
+def test_empty_web_group_stops_before_any_change(fleet, tmp_path):
+    inventory = _copy_inventory(tmp_path, drop_groups=("web",))
+    run = pyinfra(str(inventory), "deploys/provision.py")
+    assert run.returncode != 0
+    assert f"{inventory}: no hosts in group 'web'; this deploy needs it" in run.output
+    assert "Starting operation" not in run.output
+
+
+def _copy_inventory(folder, drop_groups=()):
+    text = (REPO_ROOT / "inventories" / "sandbox.py").read_text()
+    text = text.replace(
+        'Path(__file__).resolve().parent.parent / ".sandbox"', f'Path("{REPO_ROOT}/.sandbox")'
+    )
+    for group in drop_groups:
+        text += f"\n{group} = []\n"
+    path = folder / "sandbox.py"
+    path.write_text(text)
+    return path

@@ -1,0 +1,74 @@
+"""A fake pyinfra host and state, in the manner of pyinfra's own operation tests.
+
+Facts are given up front (keyed by fact class name, then by the fact's arguments), an
+operation's generator is run with `op._inner(...)`, and the test compares the exact
+commands it yields, or the no-op message it leaves.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
+from pyinfra.context import ctx_host, ctx_state
+
+
+class FakeData(dict):
+    def __getattr__(self, key):
+        return self.get(key)
+
+
+class FakeHost:
+    def __init__(self, name="web1", facts=None, data=None, groups=()):
+        self.name = name
+        self.facts = facts or {}
+        self.data = FakeData(data or {})
+        self.groups = list(groups)
+        self.noop_reason: str | None = None
+        self.current_op_global_arguments = {}
+
+    def get_fact(self, fact_class, **kwargs):
+        value = self.facts.get(fact_class.__name__)
+        if kwargs and isinstance(value, dict) and _key(kwargs) in value:
+            return value[_key(kwargs)]
+        if kwargs and isinstance(value, dict):
+            return value.get("*")
+        return value
+
+    def noop(self, description):
+        self.noop_reason = description
+
+    def log(self, *args, **kwargs):
+        pass
+
+
+def _key(kwargs):
+    return next(iter(kwargs.values())) if len(kwargs) == 1 else tuple(sorted(kwargs.items()))
+
+
+@contextmanager
+def fake_context(host: FakeHost, diff: bool = False):
+    state = SimpleNamespace(config=SimpleNamespace(DIFF=diff))
+    with ctx_state.use(state), ctx_host.use(host):
+        yield
+
+
+def run_operation(operation, host: FakeHost, *args, **kwargs) -> list:
+    with fake_context(host):
+        return list(operation._inner(*args, **kwargs))
+
+
+def command_texts(commands) -> list[str]:
+    """Commands as the text a reviewer reads: shell lines, uploads and callbacks named."""
+    texts = []
+    for command in commands:
+        if isinstance(command, StringCommand):
+            texts.append(command.get_raw_value())
+        elif isinstance(command, FileUploadCommand):
+            texts.append(f"upload {command.dest}")
+        elif isinstance(command, FunctionCommand):
+            texts.append(f"call {command.function.__name__}{tuple(command.args)}")
+        else:
+            texts.append(repr(command))
+    return texts

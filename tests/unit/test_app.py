@@ -1,0 +1,223 @@
+"""In-process tests of the example WSGI app (app/web/webapp.py); no Docker needed."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+
+WEBAPP_PATH = Path(__file__).resolve().parents[2] / "app" / "web" / "webapp.py"
+
+
+def _load_webapp():
+    # Loaded by path: app/web is an image build context, not a package.
+    spec = importlib.util.spec_from_file_location("deploykit_example_webapp", WEBAPP_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+webapp = _load_webapp()
+
+
+class FakeClock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def call(app, path: str, method: str = "GET", query: str = ""):
+    """Run one request through a WSGI callable; return (status code, headers, body)."""
+    captured: dict = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"] = status
+        captured["headers"] = headers
+
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "test",
+        "SERVER_PORT": "8000",
+        "wsgi.url_scheme": "http",
+    }
+    body = b"".join(app(environ, start_response)).decode("utf-8")
+    code = int(captured["status"].split(" ", 1)[0])
+    return code, dict(captured["headers"]), body
+
+
+def test_version_returns_app_version():
+    app = webapp.make_app({"APP_VERSION": "v2"})
+    code, headers, body = call(app, "/version")
+    assert (code, body) == (200, "v2")
+    assert headers["Content-Type"].startswith("text/plain")
+    assert headers["Content-Length"] == "2"
+
+
+def test_version_defaults_to_dev_when_unset():
+    code, _, body = call(webapp.make_app({}), "/version")
+    assert (code, body) == (200, "dev")
+
+
+def test_up_is_ok_normally():
+    code, _, body = call(webapp.make_app({"APP_VERSION": "v1"}), "/up")
+    assert (code, body) == (200, "ok")
+
+
+@pytest.mark.parametrize("flag", ["1", "true", "yes"])
+def test_up_is_503_when_broken(flag):
+    app = webapp.make_app({"APP_VERSION": "broken", "APP_BROKEN": flag})
+    code, headers, body = call(app, "/up")
+    assert (code, body) == (503, "broken")
+    assert headers["X-App-Version"] == "broken"
+
+
+def test_broken_app_still_serves_other_endpoints():
+    app = webapp.make_app({"APP_VERSION": "broken", "APP_BROKEN": "1"})
+    assert call(app, "/version")[:3:2] == (200, "broken")
+
+
+@pytest.mark.parametrize("flag", ["0", "", "false"])
+def test_up_is_ok_when_broken_flag_is_off(flag):
+    assert call(webapp.make_app({"APP_BROKEN": flag}), "/up")[0] == 200
+
+
+def test_unexpected_broken_flag_is_an_error():
+    with pytest.raises(ValueError, match="APP_BROKEN"):
+        webapp.make_app({"APP_BROKEN": "maybe"})
+
+
+def test_index_shows_version_and_hostname():
+    app = webapp.make_app({"APP_VERSION": "v3"}, hostname="web-7")
+    code, _, body = call(app, "/")
+    assert code == 200
+    assert body == "deploykit example app version=v3 host=web-7\n"
+
+
+def test_slow_sleeps_about_ms_then_returns_version():
+    app = webapp.make_app({"APP_VERSION": "v2"})
+    started = time.monotonic()
+    code, _, body = call(app, "/slow", query="ms=200")
+    elapsed = time.monotonic() - started
+    assert (code, body) == (200, "v2")
+    assert 0.19 <= elapsed < 1.0
+
+
+@pytest.mark.parametrize(
+    "query, expected_seconds",
+    [
+        ("ms=800", 0.8),
+        ("ms=30000", 30.0),
+        ("ms=999999", 30.0),  # capped at SLOW_MAX_MS
+        ("ms=-5", 0.0),
+        ("", 1.0),  # SLOW_DEFAULT_MS
+    ],
+)
+def test_slow_sleep_is_capped_and_defaulted(query, expected_seconds):
+    slept: list[float] = []
+    app = webapp.make_app({"APP_VERSION": "v1"}, sleep=slept.append)
+    code, _, body = call(app, "/slow", query=query)
+    assert (code, body) == (200, "v1")
+    assert slept == [pytest.approx(expected_seconds)]
+
+
+def test_slow_rejects_non_integer_ms():
+    slept: list[float] = []
+    app = webapp.make_app({}, sleep=slept.append)
+    code, _, _ = call(app, "/slow", query="ms=soon")
+    assert code == 400
+    assert slept == []
+
+
+def test_unknown_path_is_404():
+    code, headers, _ = call(webapp.make_app({"APP_VERSION": "v1"}), "/nope")
+    assert code == 404
+    assert headers["X-App-Version"] == "v1"
+
+
+def test_non_get_method_is_405():
+    code, headers, _ = call(webapp.make_app({}), "/version", method="POST")
+    assert code == 405
+    assert headers["Allow"] == "GET, HEAD"
+
+
+def test_head_sends_headers_without_body():
+    code, headers, body = call(webapp.make_app({"APP_VERSION": "v9"}), "/version", method="HEAD")
+    assert (code, body) == (200, "")
+    assert headers["Content-Length"] == "2"
+    assert headers["X-App-Version"] == "v9"
+
+
+@pytest.mark.parametrize("path", ["/", "/version", "/up", "/slow", "/missing"])
+def test_every_response_carries_version_header(path):
+    app = webapp.make_app({"APP_VERSION": "v5"}, sleep=lambda _s: None)
+    _, headers, _ = call(app, path, query="ms=0")
+    assert headers["X-App-Version"] == "v5"
+
+
+def test_fail_after_seconds_fails_traffic_but_not_up():
+    clock = FakeClock()
+    app = webapp.make_app(
+        {"APP_VERSION": "v2", "APP_FAIL_AFTER_SECONDS": "5"},
+        clock=clock,
+        sleep=lambda _s: None,
+    )
+    for path in ("/", "/version", "/slow", "/up"):
+        assert call(app, path)[0] == 200, path
+
+    clock.now += 4.9
+    assert call(app, "/version")[0] == 200
+
+    clock.now += 0.1
+    for path in ("/", "/version", "/slow"):
+        code, headers, _ = call(app, path)
+        assert code == 500, path
+        assert headers["X-App-Version"] == "v2"
+    assert call(app, "/up")[:3:2] == (200, "ok")
+    assert call(app, "/missing")[0] == 404
+
+
+def test_fail_after_counts_from_app_started_at():
+    # gunicorn.conf.py sets APP_STARTED_AT once in the master so all workers agree.
+    clock = FakeClock(now=1_000.0)
+    app = webapp.make_app(
+        {"APP_FAIL_AFTER_SECONDS": "10", "APP_STARTED_AT": "995"}, clock=clock
+    )
+    assert call(app, "/version")[0] == 200
+    clock.now = 1_005.0
+    assert call(app, "/version")[0] == 500
+
+
+def test_fail_after_zero_fails_at_once():
+    app = webapp.make_app({"APP_FAIL_AFTER_SECONDS": "0"}, clock=FakeClock())
+    assert call(app, "/version")[0] == 500
+    assert call(app, "/up")[0] == 200
+
+
+def test_no_fail_after_never_fails():
+    clock = FakeClock()
+    app = webapp.make_app({"APP_FAIL_AFTER_SECONDS": ""}, clock=clock)
+    clock.now += 10**9
+    assert call(app, "/version")[0] == 200
+
+
+@pytest.mark.parametrize("value", ["soon", "-1"])
+def test_bad_fail_after_is_an_error(value):
+    with pytest.raises(ValueError, match="APP_FAIL_AFTER_SECONDS"):
+        webapp.make_app({"APP_FAIL_AFTER_SECONDS": value})
+
+
+def test_module_application_reads_process_environment(monkeypatch):
+    monkeypatch.setenv("APP_VERSION", "from-env")
+    monkeypatch.delenv("APP_BROKEN", raising=False)
+    monkeypatch.delenv("APP_FAIL_AFTER_SECONDS", raising=False)
+    module = _load_webapp()  # fresh module: `application` is built on first access
+    assert call(module.application, "/version")[:3:2] == (200, "from-env")

@@ -1,0 +1,83 @@
+import hashlib
+
+from deploykit.operations.config_file import config_file, mask_secrets, render_template
+from tests.unit.fakes import FakeHost, command_texts, run_operation
+
+CONTENT = "PermitRootLogin no\n"
+SHA1 = hashlib.sha1(CONTENT.encode()).hexdigest()
+DEST = "/etc/ssh/sshd_config.d/10-deploykit-hardening.conf"
+
+
+def remote_file(mode=644, user="root", group="root"):
+    return {DEST: {"mode": mode, "user": user, "group": group}}
+
+
+def test_new_file_is_staged_validated_then_renamed():
+    host = FakeHost(facts={"File": {DEST: None}, "Sha1File": {DEST: None}})
+    commands = run_operation(
+        config_file, host, content=CONTENT, dest=DEST, validate="sshd -t -f {path}"
+    )
+    staged = DEST + ".deploykit-new"
+    assert command_texts(commands) == [
+        "mkdir -p /etc/ssh/sshd_config.d",
+        f"upload {staged}",
+        f"chown root:root {staged}",
+        f"chmod 644 {staged}",
+        f"sshd -t -f {staged} || {{ status=$?; rm -f {staged}; echo 'deploykit: {DEST} failed"
+        " validation; the live file is unchanged' >&2; exit $status; }",
+        f"mv -f {staged} {DEST}",
+    ]
+
+
+def test_same_content_and_mode_is_a_noop():
+    host = FakeHost(facts={"File": remote_file(), "Sha1File": {DEST: SHA1}})
+    assert run_operation(config_file, host, content=CONTENT, dest=DEST) == []
+    assert host.noop_reason == f"{DEST} is up to date"
+
+
+def test_same_content_wrong_mode_only_fixes_the_mode():
+    host = FakeHost(facts={"File": remote_file(mode=600), "Sha1File": {DEST: SHA1}})
+    commands = run_operation(config_file, host, content=CONTENT, dest=DEST, mode=0o644)
+    assert command_texts(commands) == [f"chmod 644 {DEST}"]
+
+
+def test_same_content_wrong_owner_only_fixes_the_owner():
+    host = FakeHost(facts={"File": remote_file(user="deploy"), "Sha1File": {DEST: SHA1}})
+    commands = run_operation(config_file, host, content=CONTENT, dest=DEST)
+    assert command_texts(commands) == [f"chown root:root {DEST}"]
+
+
+def test_changed_content_without_validation_skips_the_check():
+    host = FakeHost(facts={"File": remote_file(), "Sha1File": {DEST: "0" * 40}})
+    texts = command_texts(run_operation(config_file, host, content=CONTENT, dest=DEST))
+    assert texts[-1] == f"mv -f {DEST}.deploykit-new {DEST}"
+    assert not any("failed validation" in text for text in texts)
+
+
+def test_paths_with_spaces_are_quoted():
+    dest = "/etc/odd dir/app.conf"
+    host = FakeHost(facts={"File": {dest: None}, "Sha1File": {dest: None}})
+    texts = command_texts(
+        run_operation(config_file, host, content=CONTENT, dest=dest, validate="check {path}")
+    )
+    assert texts[0] == "mkdir -p '/etc/odd dir'"
+    assert texts[-1] == "mv -f '/etc/odd dir/app.conf.deploykit-new' '/etc/odd dir/app.conf'"
+    assert texts[-2].startswith("check '/etc/odd dir/app.conf.deploykit-new' || ")
+
+
+def test_mask_secrets_hides_longest_first():
+    assert mask_secrets("url=postgres://u:s3cret@db password=s3cret", ["s3cret"]) == (
+        "url=postgres://u:********@db password=********"
+    )
+    assert mask_secrets("abc", ["", "b"]) == "a********c"
+
+
+def test_render_template_fails_on_missing_variable():
+    import jinja2
+    import pytest
+
+    with pytest.raises(jinja2.UndefinedError):
+        render_template("sudoers-deploy.j2")
+    assert render_template("sudoers-deploy.j2", user="deploy").endswith(
+        "deploy ALL=(ALL:ALL) NOPASSWD: ALL\n"
+    )

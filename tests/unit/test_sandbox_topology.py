@@ -1,0 +1,38 @@
+import pytest
+
+from sandbox.cluster import Topology, _host_ports
+
+
+def test_default_topology_in_inventory_order():
+    assert Topology.from_environ({}).hosts() == [
+        ("lb1", "lb"), ("web1", "web"), ("web2", "web"), ("web3", "web"),
+        ("job1", "job"), ("db1", "db"),
+    ]
+
+
+def test_web_count_and_second_lb():
+    hosts = Topology.from_environ({"SANDBOX_WEB": "8", "SANDBOX_LB": "2"}).hosts()
+    assert [name for name, group in hosts if group == "web"] == [f"web{i}" for i in range(1, 9)]
+    assert [name for name, group in hosts if group == "lb"] == ["lb1", "lb2"]
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"SANDBOX_WEB": "three"}, "SANDBOX_WEB='three' is not a whole number"),
+        ({"SANDBOX_WEB": "0"}, "SANDBOX_WEB=0 is out of range 1..16"),
+        ({"SANDBOX_LB": "3"}, "SANDBOX_LB=3 is out of range 1..2"),
+    ],
+)
+def test_bad_counts_are_refused(environ, message):
+    with pytest.raises(SystemExit, match=message):
+        Topology.from_environ(environ)
+
+
+def test_load_balancers_publish_http_and_https_on_loopback():
+    assert _host_ports("lb1", "lb", 1) == {
+        "22/tcp": ("127.0.0.1", 2201), "80/tcp": ("127.0.0.1", 8080),
+        "443/tcp": ("127.0.0.1", 8443),
+    }
+    assert _host_ports("lb2", "lb", 2)["80/tcp"] == ("127.0.0.1", 8081)
+    assert _host_ports("web1", "web", 3) == {"22/tcp": ("127.0.0.1", 2203)}
