@@ -1,0 +1,1 @@
+"""Benchmark and load tooling used by the integration tests and ``make demo``."""
