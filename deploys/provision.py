@@ -8,6 +8,7 @@ from pyinfra import host
 
 from deploykit.components.common import common
 from deploykit.components.docker import docker
+from deploykit.components.haproxy import haproxy
 from deploykit.components.hardening import hardening
 from deploykit.preflight import preflight
 
@@ -18,3 +19,6 @@ hardening()
 
 if {"web", "job"} & set(host.groups):
     docker()
+
+if "lb" in host.groups:
+    haproxy()

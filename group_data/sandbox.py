@@ -5,3 +5,6 @@ bootstrap_extra_public_key_files = [".sandbox/id_ed25519.pub"]
 
 # The sandbox registry (Debian's docker-registry) speaks plain HTTP on its private network.
 docker_insecure_registries = ["registry:5000"]
+
+# `make sandbox` generates a self-signed certificate for 127.0.0.1 and localhost.
+haproxy_tls_certificate = ".sandbox/tls/haproxy.pem"

@@ -28,6 +28,7 @@ from docker.models.containers import Container
 from docker.types import EndpointConfig
 
 from .images import HOST_IMAGE, REGISTRY_IMAGE, SANDBOX_LABEL, ensure_images
+from .tls import ensure_self_signed_pem
 
 log = logging.getLogger("sandbox")
 
@@ -36,6 +37,7 @@ STATE_DIR = Path(os.environ.get("SANDBOX_DIR", REPO_ROOT / ".sandbox"))
 STATE_FILE = STATE_DIR / "cluster.json"
 KEY_FILE = STATE_DIR / "id_ed25519"
 KNOWN_HOSTS_FILE = STATE_DIR / "known_hosts"
+TLS_PEM_FILE = STATE_DIR / "tls" / "haproxy.pem"
 
 NETWORK = "deploykit-sandbox"
 PREFIX = "deploykit-sandbox-"
@@ -170,6 +172,7 @@ class Sandbox:
     def up(self, topology: Topology, rebuild: bool = False) -> list[SandboxHost]:
         ensure_images(self.docker, rebuild=rebuild)
         public_key = ensure_ssh_key()
+        ensure_self_signed_pem(TLS_PEM_FILE)
         network = _ensure_network(self.docker)
         self._ensure_registry(network.name)
         wanted = topology.hosts()
@@ -317,6 +320,7 @@ class Sandbox:
         state = {
             "ssh_key": str(KEY_FILE),
             "known_hosts": str(KNOWN_HOSTS_FILE),
+            "tls_pem": str(TLS_PEM_FILE),
             "registry": {
                 "from_hosts": f"{REGISTRY_ALIAS}:{REGISTRY_PORT}",
                 "from_here": f"127.0.0.1:{REGISTRY_PORT}",

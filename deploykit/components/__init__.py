@@ -1,6 +1,6 @@
 """One @deploy per service, each with documented DEFAULTS that group_data overrides."""
 
-from . import bootstrap, common, docker, hardening
+from . import bootstrap, common, docker, haproxy, hardening
 
 # Every component's defaults: the settings schema that config.py checks group_data against.
 COMPONENT_DEFAULTS: dict[str, dict] = {
@@ -8,4 +8,5 @@ COMPONENT_DEFAULTS: dict[str, dict] = {
     "common": common.DEFAULTS,
     "hardening": hardening.DEFAULTS,
     "docker": docker.DEFAULTS,
+    "haproxy": haproxy.DEFAULTS,
 }
