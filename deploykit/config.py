@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .components import COMPONENT_DEFAULTS
+from .rollout.settings import DEFAULTS as ROLLOUT_DEFAULTS
 from .paths import GROUP_DATA_DIR, REPO_ROOT
 
 # Keys read by pyinfra's connectors, or describing the host itself.
@@ -40,7 +41,13 @@ HOST_KEYS = {
 }
 
 # Knobs of the deploy entry points themselves (not of one component).
-DEPLOY_DEFAULTS: dict[str, object] = {}
+DEPLOY_DEFAULTS: dict[str, object] = {
+    # The app image tag deploys/web.py rolls out: --data image_tag=v2
+    "image_tag": "",
+}
+
+# Knobs that take more than one type.
+ALLOWED_TYPES: dict[str, tuple[type, ...]] = {"rollout_batch_size": (int, str)}
 
 
 class ConfigError(Exception):
@@ -56,6 +63,7 @@ class Schema:
         defaults: dict[str, object] = {}
         for component_defaults in COMPONENT_DEFAULTS.values():
             defaults.update(component_defaults)
+        defaults.update(ROLLOUT_DEFAULTS)
         defaults.update(DEPLOY_DEFAULTS)
         return cls(defaults)
 
@@ -71,11 +79,23 @@ class Schema:
         default = self.defaults.get(key)
         if default is None or key not in self.defaults:
             return None
-        expected = type(default)
+        expected = ALLOWED_TYPES.get(key) or (type(default),)
+        if float in expected:
+            expected = (*expected, int)  # 30 is a fine number of seconds
         # bool is an int in Python: keep the two apart, a knob is one or the other.
         if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
-            return f"{key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+            names = " or ".join(t.__name__ for t in ALLOWED_TYPES.get(key) or (type(default),))
+            return f"{key} must be {names}, got {type(value).__name__} {value!r}"
         return None
+
+
+def knob(data, key: str):
+    """A setting as a host sees it: its data, else the documented default. For code that
+    runs outside the component's @deploy (whose data_defaults apply only inside it)."""
+    value = data.get(key)
+    if value is None:
+        return Schema.build().defaults[key]
+    return value
 
 
 def group_data_keys(path: Path) -> dict[str, int]:

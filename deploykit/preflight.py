@@ -35,6 +35,11 @@ def preflight(required_groups: tuple[str, ...] = ()) -> None:
     errors += check_groups(inventory, required_groups)
     errors += check_values(schema, inventory)
     if errors:
-        listing = "\n  ".join(errors)
-        logger.error(f"deploykit: refusing to run, nothing was changed:\n  {listing}")
-        raise SystemExit(2)
+        refuse(errors)
+
+
+def refuse(errors: list[str]) -> None:
+    """Stop the whole run during planning: no operation has run on any host yet."""
+    listing = "\n  ".join(errors)
+    logger.error(f"deploykit: refusing to run, nothing was changed:\n  {listing}")
+    raise SystemExit(2)

@@ -8,3 +8,7 @@ docker_insecure_registries = ["registry:5000"]
 
 # `make sandbox` generates a self-signed certificate for 127.0.0.1 and localhost.
 haproxy_tls_certificate = ".sandbox/tls/haproxy.pem"
+
+# Images built by `make images` and pushed to the sandbox registry.
+app_image = "registry:5000/deploykit/app"
+app_nginx_image = "registry:5000/deploykit/nginx:1"

@@ -1,9 +1,10 @@
 """One @deploy per service, each with documented DEFAULTS that group_data overrides."""
 
-from . import bootstrap, common, docker, haproxy, hardening
+from . import app, bootstrap, common, docker, haproxy, hardening
 
 # Every component's defaults: the settings schema that config.py checks group_data against.
 COMPONENT_DEFAULTS: dict[str, dict] = {
+    "app": app.DEFAULTS,
     "bootstrap": bootstrap.DEFAULTS,
     "common": common.DEFAULTS,
     "hardening": hardening.DEFAULTS,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, StringCommand, operation
+from pyinfra.api import FunctionCommand, QuoteString, StringCommand, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.server import Users
 
@@ -58,7 +58,7 @@ def group_member(user: str, group: str, probe: str | None = None):
     if group in users[user]["groups"] or users[user]["group"] == group:
         host.noop(f"{user} is in group {group}")
         return
-    yield StringCommand("usermod", "--append", "--groups", group, user)
+    yield StringCommand("usermod", "--append", "--groups", QuoteString(group), QuoteString(user))
     # Only the connecting user's session needs renewing; others log in fresh anyway.
     if host.data.get("ssh_user") == user:
         yield FunctionCommand(reopen_ssh_session, (user, probe), {})

@@ -1,0 +1,158 @@
+"""Docker command lines for the app + nginx pair on a web host. Pure: no I/O.
+
+Secrets never appear here: containers get their environment with ``--env-file`` (a
+file only the deploy user can read), so `ps` on the host shows no value.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from .haproxy import TIMED_OUT
+
+LABEL_PREFIX = "io.deploykit"
+ROLE_LABEL = f"{LABEL_PREFIX}.role"
+TAG_LABEL = f"{LABEL_PREFIX}.tag"
+RELEASE_LABEL = f"{LABEL_PREFIX}.release"
+# Exit status of a health wait whose container stopped running.
+CONTAINER_EXITED = 4
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The app container and its nginx sidecar of one release on one host."""
+
+    release: str
+    tag: str
+
+    @property
+    def app(self) -> str:
+        return f"app-{self.release}"
+
+    @property
+    def nginx(self) -> str:
+        return f"nginx-{self.release}"
+
+
+def q(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def run_container(
+    name: str,
+    image: str,
+    *,
+    network: str,
+    labels: dict[str, str],
+    env_file: str | None = None,
+    env: dict[str, str] | None = None,
+    publish: list[str] | None = None,
+    stop_timeout_s: int | None = None,
+    command: list[str] | None = None,
+) -> str:
+    parts = ["docker run --detach", f"--name {q(name)}", f"--network {q(network)}"]
+    parts.append("--restart unless-stopped")
+    if stop_timeout_s is not None:
+        parts.append(f"--stop-timeout {int(stop_timeout_s)}")
+    if env_file:
+        parts.append(f"--env-file {q(env_file)}")
+    # Non-secret, per-container values only (an upstream name, a release id).
+    for key, value in (env or {}).items():
+        parts.append(f"--env {q(f'{key}={value}')}")
+    for key, value in labels.items():
+        parts.append(f"--label {q(f'{key}={value}')}")
+    for mapping in publish or []:
+        parts.append(f"--publish {q(mapping)}")
+    parts.append(q(image))
+    parts.extend(q(arg) for arg in command or [])
+    return " ".join(parts)
+
+
+def pair_labels(pair: Pair, role: str) -> dict[str, str]:
+    return {ROLE_LABEL: role, TAG_LABEL: pair.tag, RELEASE_LABEL: pair.release}
+
+
+def start_app(pair: Pair, image: str, network: str, env_file: str, stop_timeout_s: int) -> str:
+    return run_container(
+        pair.app,
+        image,
+        network=network,
+        labels=pair_labels(pair, "app"),
+        env_file=env_file,
+        stop_timeout_s=stop_timeout_s,
+    )
+
+
+def start_nginx(pair: Pair, image: str, network: str, app_port: int, publish_port: int) -> str:
+    return run_container(
+        pair.nginx,
+        image,
+        network=network,
+        labels=pair_labels(pair, "nginx"),
+        env={"APP_UPSTREAM": f"{pair.app}:{app_port}"},
+        publish=[f"{publish_port}:80"],
+    )
+
+
+def stop(name: str, timeout_s: int) -> str:
+    """SIGTERM (the image's STOPSIGNAL), then SIGKILL after timeout_s."""
+    return f"docker stop --time {int(timeout_s)} {q(name)}"
+
+
+def remove(*names: str) -> str:
+    return "docker rm --force --volumes " + " ".join(q(name) for name in names)
+
+
+def start_existing(name: str) -> str:
+    return f"docker start {q(name)}"
+
+
+def list_pairs() -> str:
+    """Every container of the kit on the host: role, tag, release, running state."""
+    template = (
+        f'{{{{.Label "{ROLE_LABEL}"}}}} {{{{.Label "{TAG_LABEL}"}}}} '
+        f'{{{{.Label "{RELEASE_LABEL}"}}}} {{{{.State}}}}'
+    )
+    return f"docker ps --all --filter label={ROLE_LABEL} --format {q(template)}"
+
+
+def parse_pairs(output: str) -> list[tuple[str, str, str, str]]:
+    """(role, tag, release, state) per container, in the order docker listed them."""
+    return [tuple(line.split()[:4]) for line in output.splitlines() if len(line.split()) >= 4]
+
+
+def wait_http_ok(url: str, timeout_s: float, container: str | None = None, poll_s=0.1) -> str:
+    """Poll `url` on the host until it answers 200, bounded; fail fast if the container
+    it depends on has exited (its last log lines are printed)."""
+    url_text = url
+    if container:
+        ip = (
+            f"ip=$(docker inspect -f '{{{{range .NetworkSettings.Networks}}}}"
+            f"{{{{.IPAddress}}}}{{{{end}}}}' {q(container)}); "
+        )
+        url_text = url.replace("CONTAINER_IP", "$ip")
+        exited = (
+            f'if [ "$(docker inspect -f "{{{{.State.Running}}}}" {q(container)})" != true ]; then '
+            f'echo "container {container} exited:" >&2; docker logs --tail 20 {q(container)} >&2; '
+            f"exit {CONTAINER_EXITED}; fi; "
+        )
+    else:
+        ip = exited = ""
+    return (
+        f"{ip}start=$(date +%s%N); deadline=$((start + {int(timeout_s * 1000)} * 1000000)); "
+        f'while :; do code=$(curl -s -o /dev/null -m 2 -w "%{{http_code}}" "{url_text}"); '
+        f'if [ "$code" = 200 ]; then echo waited_ms=$((($(date +%s%N) - start) / 1000000)); '
+        f"exit 0; fi; {exited}"
+        f'if [ "$(date +%s%N)" -ge "$deadline" ]; then '
+        f'echo "no 200 from {url} within {timeout_s:g}s (last status $code)" >&2; '
+        f"exit {TIMED_OUT}; fi; sleep {poll_s:g}; done"
+    )
+
+
+def pull(image: str) -> str:
+    return f"docker pull --quiet {q(image)}"
+
+
+def image_exists(image: str) -> str:
+    return f"docker image inspect --format '{{{{.Id}}}}' {q(image)} >/dev/null 2>&1"

@@ -1,0 +1,65 @@
+"""Facts the deploys read during planning. Facts only read; they never change a host."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api import FactBase
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
+
+
+def manifest_url(image_repository: str, tag: str, insecure_registries: list[str]) -> str:
+    """registry:5000/deploykit/app + v2 -> http://registry:5000/v2/deploykit/app/manifests/v2"""
+    registry, _, repository = image_repository.partition("/")
+    if not repository or ("." not in registry and ":" not in registry and registry != "localhost"):
+        raise ValueError(
+            f"app_image {image_repository!r} must name its registry, like registry.example.com/team/app"
+        )
+    scheme = "http" if registry in insecure_registries else "https"
+    return f"{scheme}://{registry}/v2/{repository}/manifests/{tag}"
+
+
+class RegistryTagStatus(FactBase):
+    """HTTP status of the tag's manifest in the registry, as seen from the host:
+    200 (present), 404 (unknown tag), 000 (registry unreachable)."""
+
+    def command(self, url: str) -> str:
+        return (
+            f"curl -s -o /dev/null -m 10 -w '%{{http_code}}' --head "
+            f"-H {shlex.quote('Accept: ' + MANIFEST_TYPES)} {shlex.quote(url)} || true"
+        )
+
+    def process(self, output):
+        return "".join(output).strip() or "000"
+
+
+class ReleaseLog(FactBase):
+    """Tags this host has run, oldest first (written by the rolling deploy)."""
+
+    def command(self, path: str) -> str:
+        return f"cat {shlex.quote(path)} 2>/dev/null || true"
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+
+class RunningAppTag(FactBase):
+    """Tag of the running app container, or None."""
+
+    def command(self) -> str:
+        return (
+            "docker ps --filter label=io.deploykit.role=app "
+            "--format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null || true"
+        )
+
+    def process(self, output):
+        tags = [line.strip() for line in output if line.strip()]
+        return tags[-1] if tags else None

@@ -1,0 +1,135 @@
+"""What a roll needs, read from host data and checked before any host is touched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyinfra import inventory, logger, state
+
+from ..config import knob
+from ..facts import RegistryTagStatus, ReleaseLog, RunningAppTag, manifest_url
+from ..preflight import refuse
+from .engine import RollingDeploy, RolloutFailed, RolloutSettings, previous_release
+from .plan import PlanError, check_tag, plan_batches
+from .pyinfra_fleet import PyinfraFleet
+from .report import summary_table
+from .settings import DEFAULTS  # noqa: F401  (documented there)
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    settings: RolloutSettings
+    web_hosts: list[str]
+    lb_hosts: list[str]
+
+
+_requests: dict[int, RolloutRequest] = {}
+
+
+def active_web_hosts() -> list:
+    return [h for h in inventory.get_group("web") if state.is_host_in_limit(h)]
+
+
+def rollout_request(tag: str | None = None) -> RolloutRequest:
+    """The roll to `tag` (default: --data image_tag), computed and checked once per run."""
+    if id(state) in _requests:
+        return _requests[id(state)]
+    web_hosts = active_web_hosts()
+    if not web_hosts:
+        refuse(["--limit leaves no web host to roll"])
+    first = web_hosts[0]
+    data = first.data
+    errors = []
+    try:
+        tag = check_tag(tag if tag is not None else data.get("image_tag"))
+        plan_batches([h.name for h in web_hosts], knob(data, "rollout_batch_size"))
+    except PlanError as error:
+        errors.append(str(error))
+    for key in ("app_image", "app_nginx_image"):
+        if not data.get(key):
+            errors.append(f"{key} is not set (group_data)")
+    if errors:
+        refuse(errors)
+
+    settings = RolloutSettings(
+        app_image=data.app_image,
+        tag=tag,
+        nginx_image=data.app_nginx_image,
+        backend=knob(data, "haproxy_backend"),
+        admin_socket=knob(data, "haproxy_admin_socket"),
+        network=knob(data, "app_network"),
+        env_file=knob(data, "app_env_file"),
+        app_port=int(knob(data, "app_port")),
+        publish_port=int(knob(data, "haproxy_web_port")),
+        batch_size=knob(data, "rollout_batch_size"),
+        drain_timeout_s=float(knob(data, "rollout_drain_timeout_s")),
+        health_timeout_s=float(knob(data, "rollout_health_timeout_s")),
+        readmit_timeout_s=float(knob(data, "rollout_readmit_timeout_s")),
+        stop_timeout_s=int(knob(data, "rollout_stop_timeout_s")),
+        rollback_on_failure=bool(knob(data, "rollout_rollback_on_failure")),
+        keep_releases=int(knob(data, "rollout_keep_releases")),
+        release_log=knob(data, "app_release_log"),
+    )
+    check_registry(first, settings)
+    request = RolloutRequest(
+        settings, [h.name for h in web_hosts], [h.name for h in inventory.get_group("lb")]
+    )
+    _requests[id(state)] = request
+    return request
+
+
+def check_registry(first_web_host, settings: RolloutSettings) -> None:
+    """The tag must exist where the hosts pull from: asked from the first web host."""
+    try:
+        url = manifest_url(
+            settings.app_image, settings.tag,
+            list(first_web_host.data.get("docker_insecure_registries") or []),
+        )
+    except ValueError as error:
+        refuse([str(error)])
+    status = first_web_host.get_fact(RegistryTagStatus, url=url)
+    if status == "200":
+        return
+    if status == "404":
+        refuse([f"image {settings.image} does not exist in the registry (HTTP 404 for {url})"])
+    refuse([
+        f"the registry does not answer as expected from {first_web_host.name} "
+        f"(HTTP {status} for {url}); is it up and reachable?"
+    ])
+
+
+def previous_tag_request() -> RolloutRequest:
+    """A roll back to the release before the current one, by the first web host's log."""
+    web_hosts = active_web_hosts()
+    if not web_hosts:
+        refuse(["--limit leaves no web host to roll back"])
+    first = web_hosts[0]
+    current = first.get_fact(RunningAppTag)
+    log = first.get_fact(ReleaseLog, path=knob(first.data, "app_release_log"))
+    previous = previous_release("\n".join(log), current)
+    if previous is None:
+        refuse([f"{first.name} has no earlier release to roll back to (release log: {log})"])
+    return rollout_request(tag=previous)
+
+
+def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
+    """The pyinfra callback: runs the whole roll once, from the first web host's op.
+
+    pyinfra passes (state, host) to a callback whose first parameters bear those names.
+    """
+    fleet = PyinfraFleet(state)
+    engine = RollingDeploy(fleet, request.settings, request.web_hosts, request.lb_hosts)
+    try:
+        reports = engine.run()
+    except RolloutFailed as failure:
+        logger.info(summary_table(failure.reports))
+        done = [r.host for r in failure.reports if r.result == "updated"]
+        logger.error(
+            f"deploykit: ROLL STOPPED at {failure.host}: {failure.reason}. "
+            f"{failure.host} is back on its previous release and in rotation. "
+            + (f"Already on {request.settings.tag}: {', '.join(done)}." if done else
+               "No host was left on the new release.")
+        )
+        return False
+    logger.info(summary_table(reports))
+    return True
+

@@ -1,0 +1,18 @@
+"""Knobs of the rolling deploy (group_data overrides them; see README: Settings)."""
+
+DEFAULTS = {
+    # Hosts swapped at once after the first (canary) host: a number or "25%".
+    "rollout_batch_size": 1,
+    # Longest wait for a drained server's sessions to reach 0 (then maint anyway).
+    "rollout_drain_timeout_s": 30.0,
+    # Longest wait for a new container to answer 200 on its health path.
+    "rollout_health_timeout_s": 30.0,
+    # Longest wait for HAProxy to report a re-enabled server UP.
+    "rollout_readmit_timeout_s": 30.0,
+    # Seconds a stopping container gets to finish in-flight requests (SIGTERM → SIGKILL).
+    "rollout_stop_timeout_s": 30,
+    # After a failed host, also roll the hosts already updated back to their old tag.
+    "rollout_rollback_on_failure": False,
+    # Releases whose images stay on each host, for rollback.
+    "rollout_keep_releases": 3,
+}

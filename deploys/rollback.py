@@ -1,0 +1,25 @@
+"""Roll the web hosts back to the release before the current one, by the same rolling
+mechanism as deploys/web.py (drain, swap, health, re-admit; no failed request).
+
+    pyinfra -y inventories/sandbox.py deploys/rollback.py
+"""
+
+from pyinfra import host
+from pyinfra.operations import python
+
+from deploykit.components.app import app_host
+from deploykit.preflight import preflight
+from deploykit.rollout.request import previous_tag_request, roll_web_hosts
+
+preflight(required_groups=("lb", "web"))
+request = previous_tag_request()
+
+if host.name in request.web_hosts:
+    app_host(images=[request.settings.image, request.settings.nginx_image])
+
+if host.name == request.web_hosts[0]:
+    python.call(
+        name=f"Roll back to {request.settings.image} across {', '.join(request.web_hosts)}",
+        function=roll_web_hosts,
+        request=request,
+    )
