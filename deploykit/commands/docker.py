@@ -124,28 +124,32 @@ def parse_pairs(output: str) -> list[tuple[str, str, str, str]]:
 
 def wait_http_ok(url: str, timeout_s: float, container: str | None = None, poll_s=0.1) -> str:
     """Poll `url` on the host until it answers 200, bounded; fail fast if the container
-    it depends on has exited (its last log lines are printed)."""
-    url_text = url
+    it depends on has exited (its last log lines are printed).
+
+    With `container`, the text CONTAINER_IP in `url` becomes that container's address.
+    """
     if container:
+        before, placeholder, after = url.partition("CONTAINER_IP")
         ip = (
             f"ip=$(docker inspect -f '{{{{range .NetworkSettings.Networks}}}}"
             f"{{{{.IPAddress}}}}{{{{end}}}}' {q(container)}); "
         )
-        url_text = url.replace("CONTAINER_IP", "$ip")
+        target = f'url={q(before)}"$ip"{q(after)}; ' if placeholder else f"url={q(url)}; "
         exited = (
             f'if [ "$(docker inspect -f "{{{{.State.Running}}}}" {q(container)})" != true ]; then '
-            f'echo "container {container} exited:" >&2; docker logs --tail 20 {q(container)} >&2; '
-            f"exit {CONTAINER_EXITED}; fi; "
+            f"echo {q(f'container {container} exited:')} >&2; "
+            f"docker logs --tail 20 {q(container)} >&2; exit {CONTAINER_EXITED}; fi; "
         )
     else:
         ip = exited = ""
+        target = f"url={q(url)}; "
     return (
-        f"{ip}start=$(date +%s%N); deadline=$((start + {int(timeout_s * 1000)} * 1000000)); "
-        f'while :; do code=$(curl -s -o /dev/null -m 2 -w "%{{http_code}}" "{url_text}"); '
+        f"{ip}{target}start=$(date +%s%N); deadline=$((start + {int(timeout_s * 1000)} * 1000000)); "
+        f'while :; do code=$(curl -s -o /dev/null -m 2 -w "%{{http_code}}" "$url"); '
         f'if [ "$code" = 200 ]; then echo waited_ms=$((($(date +%s%N) - start) / 1000000)); '
         f"exit 0; fi; {exited}"
         f'if [ "$(date +%s%N)" -ge "$deadline" ]; then '
-        f'echo "no 200 from {url} within {timeout_s:g}s (last status $code)" >&2; '
+        f'echo "no 200 from $url within {timeout_s:g}s (last status $code)" >&2; '
         f"exit {TIMED_OUT}; fi; sleep {poll_s:g}; done"
     )
 

@@ -73,7 +73,7 @@ def enable_server(
     ready = set_server_state(socket, backend, server, "ready")
     observe = f"status=$({_stat_field(socket, backend, server, SHOW_STAT_STATUS)})"
     wait = _poll('[ "$status" = UP ]', observe, timeout_s, poll_s, "status $status")
-    return f"{ready} >/dev/null && {wait}"
+    return f"{ready} >/dev/null && ( {wait} )"
 
 
 def show_servers(socket: str, backend: str) -> str:

@@ -207,10 +207,10 @@ class RollingDeploy:
             self._drain_everywhere(host, report)
         try:
             with self._phase(report, "start"):
-                self._must(host, docker_commands.start_app(
+                self._must(host, _timed(docker_commands.start_app(
                     new, settings.image, settings.network, settings.env_file,
                     settings.stop_timeout_s,
-                ), report, "start the new app container")
+                )), report, "start the new app container")
             with self._phase(report, "health"):
                 self._must(host, docker_commands.wait_http_ok(
                     f"http://CONTAINER_IP:{settings.app_port}/up",
@@ -219,10 +219,10 @@ class RollingDeploy:
                 if old:
                     self._must(host, _timed(docker_commands.stop(
                         old.nginx, settings.stop_timeout_s)), report, "stop the old nginx")
-                self._must(host, docker_commands.start_nginx(
+                self._must(host, _timed(docker_commands.start_nginx(
                     new, settings.nginx_image, settings.network, settings.app_port,
                     settings.publish_port,
-                ), report, "start the new nginx")
+                )), report, "start the new nginx")
                 self._must(host, docker_commands.wait_http_ok(
                     f"http://127.0.0.1:{settings.publish_port}/up", settings.health_timeout_s,
                     container=new.nginx,
@@ -326,9 +326,9 @@ class RollingDeploy:
                  if pair.release != f"{settings.tag}-{settings.run_id}" and state != "running"]
         for pair in stale:
             self.fleet.run(host, docker_commands.remove(pair.nginx, pair.app))
-        self.fleet.run(host, record_release(settings.release_log, settings.tag))
-        self.fleet.run(host, prune_images(
-            settings.app_image, settings.release_log, settings.keep_releases))
+        record = record_release(settings.release_log, settings.tag)
+        prune = prune_images(settings.app_image, settings.release_log, settings.keep_releases)
+        self.fleet.run(host, f"{record}; ( {prune} )")
 
     # -- timing -----------------------------------------------------------------------
 
@@ -356,7 +356,7 @@ def _timed(command: str) -> str:
 
 def record_release(release_log: str, tag: str) -> str:
     q = docker_commands.q
-    return f"mkdir -p $(dirname {q(release_log)}) && echo {q(tag)} >> {q(release_log)}"
+    return f'mkdir -p "$(dirname {q(release_log)})" && echo {q(tag)} >> {q(release_log)}'
 
 
 def prune_images(app_image: str, release_log: str, keep: int) -> str:
@@ -365,8 +365,11 @@ def prune_images(app_image: str, release_log: str, keep: int) -> str:
     Only images of the app's own repository are considered; anything else on the host
     (data containers, other images) is never touched."""
     q = docker_commands.q
+    # Without a readable log nothing is known to be old: remove nothing.
     return (
+        f"[ -s {q(release_log)} ] || exit 0; "
         f"keep=$(tac {q(release_log)} | awk '!seen[$0]++' | head -n {int(keep)} | tr '\\n' ' '); "
+        f'[ -n "$keep" ] || exit 0; '
         f"docker image ls --format '{{{{.Tag}}}}' {q(app_image)} | while read -r tag; do "
         f'case " $keep " in *" $tag "*) ;; *) docker image rm {q(app_image)}:"$tag" '
         f">/dev/null 2>&1 || true ;; esac; done"

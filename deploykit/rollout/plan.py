@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 class PlanError(ValueError):
@@ -41,7 +41,8 @@ def plan_batches(hosts: list[str], batch_size: object) -> list[list[str]]:
 
 
 def check_tag(tag: object) -> str:
-    if not isinstance(tag, str) or not DOCKER_TAG.match(tag):
+    # fullmatch: `$` alone would let a trailing newline through.
+    if not isinstance(tag, str) or not DOCKER_TAG.fullmatch(tag):
         raise PlanError(
             f"image tag {tag!r} is not a valid Docker tag "
             "(letters, digits, _ . -; not starting with . or -; at most 128)"

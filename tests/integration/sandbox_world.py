@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +101,26 @@ class World:
             timeout=60,
         )
 
+    def running_tag(self, name: str) -> str | None:
+        code, output = self.sh(
+            name,
+            "docker ps --filter label=io.deploykit.role=app --format "
+            "'{{.Label \"io.deploykit.tag\"}}'",
+        )
+        tags = output.split()
+        assert code == 0 and len(tags) <= 1, (name, output)
+        return tags[0] if tags else None
+
+    def server_states(self, lb: str = "lb1") -> dict[str, str]:
+        """HAProxy's view: server -> status (UP, DOWN, DRAIN, MAINT...)."""
+        code, output = self.sh(
+            lb,
+            "echo 'show stat' | socat stdio unix-connect:/run/haproxy/admin.sock"
+            " | awk -F, '$1 == \"web\" && $2 != \"BACKEND\" { print $2, $18 }'",
+        )
+        assert code == 0, output
+        return dict(line.split(" ", 1) for line in output.splitlines() if line.strip())
+
     def can_connect(self, source: str, target: str, port: int) -> bool:
         """From inside host `source`, open TCP to `target`'s private address."""
         code, _ = self.sh(
@@ -106,3 +128,51 @@ class World:
             f"timeout 3 bash -c 'exec 3<>/dev/tcp/{self.ip(target)}/{port}' 2>/dev/null",
         )
         return code == 0
+
+
+class LoadRun:
+    """The gevent load generator as a subprocess, hitting only 127.0.0.1."""
+
+    def __init__(self, urls: list[str], rate: int = 150, out_dir: Path | None = None):
+        self.urls = urls
+        self.rate = rate
+        self.out = (out_dir or Path("/tmp")) / f"load-{os.getpid()}-{id(self)}.json"
+        self.results: dict = {}
+
+    def __enter__(self) -> "LoadRun":
+        command = [sys.executable, "-m", "bench.loadgen", "--rate", str(self.rate),
+                   "--slow-every", "10", "--slow-ms", "800", "--insecure",
+                   "--no-records", "--json-out", str(self.out)]
+        for url in self.urls:
+            command += ["--url", url]
+        self.process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        line = self.process.stderr.readline()
+        assert line.startswith("loadgen: started"), line
+        time.sleep(1.5)  # a steady load before the action starts
+        return self
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(1.5)  # and after it ends
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self.results = json.loads(self.out.read_text())
+        self.out.unlink()
+
+    def summary(self) -> str:
+        r = self.results
+        return (
+            f"sent {r['sent']} at {r['achieved_rate']:.0f}/s, failed {r['failed']} "
+            f"{r['failures_by_reason']} {r['failure_examples'][:3]}, "
+            f"stale keep-alive retries {r['stale_retries']}, versions {r['versions_first_seen']}"
+        )
+
+    def assert_no_failed_request(self, min_rate: float = 100) -> None:
+        r = self.results
+        assert r["failed"] == 0, self.summary()
+        assert r["sent"] > 0 and r["achieved_rate"] >= min_rate, self.summary()
+
+    @property
+    def last_version(self) -> str:
+        return self.results["versions_in_order"][-1][0]

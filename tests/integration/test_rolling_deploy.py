@@ -1,0 +1,128 @@
+"""Rolling deploys through HAProxy under continuous load: zero failed requests."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from .sandbox_world import REPO_ROOT, LoadRun, pyinfra
+
+URLS = ["http://127.0.0.1:8080/", "https://127.0.0.1:8443/"]
+
+
+def deploy(tag: str, *extra: str):
+    return pyinfra("inventories/sandbox.py", "deploys/web.py", "--data", f"image_tag={tag}", *extra)
+
+
+@pytest.fixture(scope="session")
+def on_v1(fleet):
+    """Images in the sandbox registry, and every web host serving v1."""
+    built = subprocess.run(["make", "-s", "images"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    run = deploy("v1")
+    assert run.returncode == 0, run.output[-4000:]
+    assert {name: fleet.running_tag(name) for name in fleet.hosts("web")} == {
+        "web1": "v1", "web2": "v1", "web3": "v1"
+    }
+    return fleet
+
+
+def test_roll_v1_to_v2_under_load_fails_no_request(on_v1):
+    fleet = on_v1
+    with LoadRun(URLS) as load:
+        run = deploy("v2")
+    assert run.returncode == 0, run.output[-4000:]
+    load.assert_no_failed_request()
+    assert [name for name, _ in load.results["versions_in_order"]][0] == "v1"
+    assert load.last_version == "v2"
+    assert all(fleet.running_tag(name) == "v2" for name in fleet.hosts("web"))
+    assert set(fleet.server_states().values()) == {"UP"}
+    # The summary table names each host, its tags and its result.
+    for name in fleet.hosts("web"):
+        assert f"{name:<12} v1 -> v2" in run.output
+
+
+def test_roll_to_broken_stops_at_the_canary_and_keeps_serving(on_v1):
+    fleet = on_v1
+    with LoadRun(URLS) as load:
+        run = deploy("broken")
+    assert run.returncode != 0
+    assert "ROLL STOPPED at web1: new app container health check failed" in run.output
+    assert "web1 is back on its previous release and in rotation" in run.output
+    load.assert_no_failed_request()
+    assert load.results["version_counts"].get("broken") is None
+    assert all(fleet.running_tag(name) == "v2" for name in fleet.hosts("web"))
+    assert set(fleet.server_states().values()) == {"UP"}
+    # No container of the broken release is left behind.
+    code, output = fleet.sh("web1", "docker ps -a --format '{{.Names}}'")
+    assert "broken" not in output
+
+
+def test_rollback_returns_every_host_to_v1(on_v1):
+    fleet = on_v1
+    with LoadRun(URLS) as load:
+        run = pyinfra("inventories/sandbox.py", "deploys/rollback.py")
+    assert run.returncode == 0, run.output[-4000:]
+    load.assert_no_failed_request()
+    assert load.last_version == "v1"
+    assert all(fleet.running_tag(name) == "v1" for name in fleet.hosts("web"))
+
+
+def test_unknown_tag_is_refused_before_any_drain(on_v1):
+    fleet = on_v1
+    run = deploy("v999")
+    assert run.returncode != 0
+    assert "registry:5000/deploykit/app:v999 does not exist in the registry" in run.output
+    assert "Starting operation" not in run.output
+    assert set(fleet.server_states().values()) == {"UP"}
+
+
+@pytest.mark.parametrize("tag", ["v 2", "-v2", "v2;reboot"])
+def test_tag_docker_rejects_is_refused_before_anything(on_v1, tag):
+    run = deploy(tag)
+    assert run.returncode != 0
+    assert f"image tag {tag!r} is not a valid Docker tag" in run.output
+    assert "Starting operation" not in run.output
+
+
+def test_haproxy_config_change_under_load_fails_no_request(on_v1):
+    fleet = on_v1
+    _, before = fleet.sh("lb1", "grep -c 'timeout server 45000ms' /etc/haproxy/haproxy.cfg")
+    with LoadRun(URLS) as load:
+        run = pyinfra(
+            "inventories/sandbox.py", "deploys/provision.py", "--limit", "lb",
+            "--data", "haproxy_timeout_server_ms=45000",
+        )
+    assert run.returncode == 0, run.output[-4000:]
+    load.assert_no_failed_request()
+    assert before.strip() == "0"
+    code, _ = fleet.sh("lb1", "grep -q 'timeout server 45000ms' /etc/haproxy/haproxy.cfg")
+    assert code == 0
+    assert "Ensure HAProxy is running with the current configuration" in run.output
+
+
+def test_reload_keeps_a_drained_server_drained(on_v1):
+    fleet = on_v1
+    socket = "socat stdio unix-connect:/run/haproxy/admin.sock"
+    fleet.sh("lb1", f"echo 'set server web/web2 state drain' | {socket}")
+    assert fleet.server_states()["web2"] == "DRAIN"
+    code, output = fleet.sh("lb1", "systemctl reload haproxy")
+    assert code == 0, output
+    assert fleet.server_states()["web2"] == "DRAIN"
+    fleet.sh("lb1", f"echo 'set server web/web2 state ready' | {socket}")
+
+
+def test_invalid_haproxy_config_is_never_installed(on_v1):
+    fleet = on_v1
+    _, before = fleet.sh("lb1", "sha1sum /etc/haproxy/haproxy.cfg")
+    run = pyinfra(
+        "inventories/sandbox.py", "deploys/provision.py", "--limit", "lb",
+        "--data", "haproxy_backend=web two",
+    )
+    assert run.returncode != 0
+    assert "failed validation; the live file is unchanged" in run.output
+    assert "[ALERT]" in run.output  # HAProxy's own reason is shown
+    _, after = fleet.sh("lb1", "sha1sum /etc/haproxy/haproxy.cfg")
+    assert before == after
+    assert set(fleet.server_states().values()) == {"UP"}

@@ -1,0 +1,327 @@
+"""Docker command lines for the app + nginx pair: the exact strings run on a web host,
+then the scripts run for real with `sh -c` (dash, as pyinfra runs them on Debian) against
+fake `docker` and `curl` executables that print canned output and record their arguments."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from deploykit.commands.docker import (
+    CONTAINER_EXITED,
+    Pair,
+    image_exists,
+    list_pairs,
+    parse_pairs,
+    pull,
+    remove,
+    run_container,
+    start_app,
+    start_existing,
+    start_nginx,
+    stop,
+    wait_http_ok,
+)
+from deploykit.commands.haproxy import TIMED_OUT
+
+PAIR = Pair(release="v2-20240501120000", tag="v2")
+APP_IMAGE = "registry:5000/deploykit/app:v2"
+
+
+# -- exact command strings ----------------------------------------------------------------
+
+
+def test_pair_names_its_containers_after_the_release():
+    assert (PAIR.app, PAIR.nginx) == ("app-v2-20240501120000", "nginx-v2-20240501120000")
+
+
+def test_start_app():
+    assert start_app(PAIR, APP_IMAGE, "deploykit", "/etc/deploykit/app.env", 30) == (
+        "docker run --detach --name app-v2-20240501120000 --network deploykit"
+        " --restart unless-stopped --stop-timeout 30 --env-file /etc/deploykit/app.env"
+        " --label io.deploykit.role=app --label io.deploykit.tag=v2"
+        " --label io.deploykit.release=v2-20240501120000"
+        " registry:5000/deploykit/app:v2"
+    )
+
+
+def test_start_nginx_points_it_at_the_app_of_its_pair():
+    command = start_nginx(PAIR, "registry:5000/deploykit/nginx:1", "deploykit", 8000, 8080)
+    assert command == (
+        "docker run --detach --name nginx-v2-20240501120000 --network deploykit"
+        " --restart unless-stopped --env APP_UPSTREAM=app-v2-20240501120000:8000"
+        " --label io.deploykit.role=nginx --label io.deploykit.tag=v2"
+        " --label io.deploykit.release=v2-20240501120000"
+        " --publish 8080:80 registry:5000/deploykit/nginx:1"
+    )
+
+
+def test_run_container_minimal():
+    assert run_container("tool", "busybox:1", network="bridge", labels={}) == (
+        "docker run --detach --name tool --network bridge --restart unless-stopped busybox:1"
+    )
+
+
+def test_run_container_quotes_every_value():
+    command = run_container(
+        "tool",
+        "busybox:1",
+        network="bridge",
+        labels={"note": "it's fine"},
+        env_file="/etc/deploy kit/app.env",
+        env={"GREETING": "hello world"},
+        publish=["127.0.0.1:8080:80"],
+        stop_timeout_s=10,
+        command=["sh", "-c", "echo 'hi' $HOME"],
+    )
+    assert command == (
+        "docker run --detach --name tool --network bridge --restart unless-stopped"
+        " --stop-timeout 10 --env-file '/etc/deploy kit/app.env'"
+        " --env 'GREETING=hello world' --label 'note=it'\"'\"'s fine'"
+        " --publish 127.0.0.1:8080:80 busybox:1 sh -c 'echo '\"'\"'hi'\"'\"' $HOME'"
+    )
+
+
+def test_stop_gives_the_container_its_grace_period():
+    assert stop("app-v1-1", 30) == "docker stop --time 30 app-v1-1"
+
+
+def test_remove_forces_and_drops_volumes():
+    assert remove("nginx-v1-1", "app-v1-1") == (
+        "docker rm --force --volumes nginx-v1-1 app-v1-1"
+    )
+
+
+def test_start_existing():
+    assert start_existing("app-v1-1") == "docker start app-v1-1"
+
+
+def test_pull_and_image_exists():
+    assert pull(APP_IMAGE) == "docker pull --quiet registry:5000/deploykit/app:v2"
+    assert image_exists(APP_IMAGE) == (
+        "docker image inspect --format '{{.Id}}' registry:5000/deploykit/app:v2"
+        " >/dev/null 2>&1"
+    )
+
+
+def test_list_pairs():
+    assert list_pairs() == (
+        "docker ps --all --filter label=io.deploykit.role --format"
+        " '{{.Label \"io.deploykit.role\"}} {{.Label \"io.deploykit.tag\"}}"
+        " {{.Label \"io.deploykit.release\"}} {{.State}}'"
+    )
+
+
+def test_parse_pairs_keeps_docker_order_and_skips_short_lines():
+    output = (
+        "app v1 v1-20240101000000 exited\n"
+        "nginx v1 v1-20240101000000 exited\n"
+        "app v2 v2-20240501120000 running\n"
+        "\n"
+        "app  broken\n"
+    )
+    assert parse_pairs(output) == [
+        ("app", "v1", "v1-20240101000000", "exited"),
+        ("nginx", "v1", "v1-20240101000000", "exited"),
+        ("app", "v2", "v2-20240501120000", "running"),
+    ]
+
+
+def test_wait_http_ok_on_a_host_port():
+    assert wait_http_ok("http://127.0.0.1:8080/up", 30) == (
+        "url=http://127.0.0.1:8080/up;"
+        " start=$(date +%s%N); deadline=$((start + 30000 * 1000000));"
+        ' while :; do code=$(curl -s -o /dev/null -m 2 -w "%{http_code}" "$url");'
+        ' if [ "$code" = 200 ]; then echo waited_ms=$((($(date +%s%N) - start) / 1000000));'
+        " exit 0; fi;"
+        ' if [ "$(date +%s%N)" -ge "$deadline" ]; then'
+        ' echo "no 200 from $url within 30s (last status $code)" >&2;'
+        " exit 3; fi; sleep 0.1; done"
+    )
+
+
+def test_wait_http_ok_on_a_container_ip_fails_fast_when_the_container_exits():
+    assert wait_http_ok("http://CONTAINER_IP:8000/up", 30, container="app-v2-1") == (
+        "ip=$(docker inspect -f"
+        " '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' app-v2-1);"
+        ' url=http://"$ip":8000/up;'
+        " start=$(date +%s%N); deadline=$((start + 30000 * 1000000));"
+        ' while :; do code=$(curl -s -o /dev/null -m 2 -w "%{http_code}" "$url");'
+        ' if [ "$code" = 200 ]; then echo waited_ms=$((($(date +%s%N) - start) / 1000000));'
+        " exit 0; fi;"
+        ' if [ "$(docker inspect -f "{{.State.Running}}" app-v2-1)" != true ]; then'
+        " echo 'container app-v2-1 exited:' >&2; docker logs --tail 20 app-v2-1 >&2;"
+        " exit 4; fi;"
+        ' if [ "$(date +%s%N)" -ge "$deadline" ]; then'
+        ' echo "no 200 from $url within 30s (last status $code)" >&2;'
+        " exit 3; fi; sleep 0.1; done"
+    )
+
+
+# -- the commands, run with sh against fake docker and curl -------------------------------
+
+FAKE_DOCKER = r"""#!/bin/sh
+for arg in "$@"; do printf '[%s]' "$arg"; done >> "$STUB_DIR/docker.calls"
+echo >> "$STUB_DIR/docker.calls"
+case "$1" in
+inspect)
+    case "$*" in
+    *State.Running*) cat "$STUB_DIR/running" 2>/dev/null || echo true ;;
+    *) echo 172.18.0.5 ;;
+    esac ;;
+logs) echo "app: cannot reach the database" ;;
+ps) cat "$STUB_DIR/ps" ;;
+esac
+"""
+
+FAKE_CURL = r"""#!/bin/sh
+for arg in "$@"; do printf '[%s]' "$arg"; done >> "$STUB_DIR/curl.calls"
+echo >> "$STUB_DIR/curl.calls"
+n=$(( $(cat "$STUB_DIR/curls" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$STUB_DIR/curls"
+if [ -f "$STUB_DIR/code.$n" ]; then cat "$STUB_DIR/code.$n"; else cat "$STUB_DIR/code"; fi
+"""
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A fake web host: `docker` and `curl` on PATH (the real docker is not), canned
+    answers, recorded calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("docker", FAKE_DOCKER), ("curl", FAKE_CURL)):
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+
+    class FakeHost:
+        def answer(self, name: str, text: str):
+            (tmp_path / name).write_text(text)
+
+        def run(self, script: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                ["sh", "-c", script],
+                env={"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_DIR": str(tmp_path)},
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+
+        def calls(self, name: str) -> list[str]:
+            path = tmp_path / f"{name}.calls"
+            return path.read_text().splitlines() if path.exists() else []
+
+    return FakeHost()
+
+
+def waited_ms(stdout: str) -> int:
+    lines = [line for line in stdout.splitlines() if line.startswith("waited_ms=")]
+    assert len(lines) == 1, stdout
+    return int(lines[0].removeprefix("waited_ms="))
+
+
+def test_start_app_reaches_docker_as_separate_arguments(host):
+    result = host.run(start_app(PAIR, APP_IMAGE, "deploykit", "/etc/deploy kit/app.env", 30))
+    assert result.returncode == 0, result.stderr
+    assert host.calls("docker") == [
+        "[run][--detach][--name][app-v2-20240501120000][--network][deploykit]"
+        "[--restart][unless-stopped][--stop-timeout][30][--env-file][/etc/deploy kit/app.env]"
+        "[--label][io.deploykit.role=app][--label][io.deploykit.tag=v2]"
+        "[--label][io.deploykit.release=v2-20240501120000][registry:5000/deploykit/app:v2]"
+    ]
+
+
+def test_run_container_passes_a_quoted_command_verbatim(host):
+    command = run_container(
+        "tool", "busybox:1", network="bridge", labels={"note": "it's fine"},
+        command=["sh", "-c", "echo 'hi' $HOME"],
+    )
+    assert host.run(command).returncode == 0
+    assert host.calls("docker") == [
+        "[run][--detach][--name][tool][--network][bridge][--restart][unless-stopped]"
+        "[--label][note=it's fine][busybox:1][sh][-c][echo 'hi' $HOME]"
+    ]
+
+
+def test_list_pairs_output_parses_into_pairs(host):
+    host.answer("ps", "app v1 v1-1 exited\napp v2 v2-2 running\nnginx v2 v2-2 running\n")
+    result = host.run(list_pairs())
+    assert result.returncode == 0, result.stderr
+    assert host.calls("docker") == [
+        "[ps][--all][--filter][label=io.deploykit.role][--format]"
+        '[{{.Label "io.deploykit.role"}} {{.Label "io.deploykit.tag"}}'
+        ' {{.Label "io.deploykit.release"}} {{.State}}]'
+    ]
+    assert parse_pairs(result.stdout) == [
+        ("app", "v1", "v1-1", "exited"),
+        ("app", "v2", "v2-2", "running"),
+        ("nginx", "v2", "v2-2", "running"),
+    ]
+
+
+def test_wait_http_ok_exits_0_on_200(host):
+    host.answer("code", "200")
+    result = host.run(wait_http_ok("http://127.0.0.1:8080/up", 5, poll_s=0.05))
+    assert result.returncode == 0, result.stderr
+    assert 0 <= waited_ms(result.stdout) < 5000
+    assert host.calls("curl") == [
+        "[-s][-o][/dev/null][-m][2][-w][%{http_code}][http://127.0.0.1:8080/up]"
+    ]
+
+
+def test_wait_http_ok_polls_through_errors_until_200(host):
+    host.answer("code.1", "000")
+    host.answer("code.2", "503")
+    host.answer("code", "200")
+    result = host.run(wait_http_ok("http://127.0.0.1:8080/up", 5, poll_s=0.05))
+    assert result.returncode == 0, result.stderr
+    assert len(host.calls("curl")) == 3
+
+
+def test_wait_http_ok_times_out_with_exit_3_and_the_last_status(host):
+    host.answer("code", "503")
+    result = host.run(wait_http_ok("http://127.0.0.1:8080/up", 0.3, poll_s=0.05))
+    assert result.returncode == TIMED_OUT == 3
+    assert result.stderr == "no 200 from http://127.0.0.1:8080/up within 0.3s (last status 503)\n"
+    assert len(host.calls("curl")) >= 2
+
+
+def test_wait_http_ok_asks_the_container_ip_of_docker(host):
+    host.answer("code", "200")
+    result = host.run(wait_http_ok("http://CONTAINER_IP:8000/up", 5, container="app-v2-1"))
+    assert result.returncode == 0, result.stderr
+    assert host.calls("docker") == [
+        "[inspect][-f][{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}][app-v2-1]"
+    ]
+    assert host.calls("curl")[0].endswith("[http://172.18.0.5:8000/up]")
+
+
+def test_wait_http_ok_exits_4_with_the_logs_when_the_container_stopped(host):
+    host.answer("code", "000")
+    host.answer("running", "false")
+    result = host.run(wait_http_ok("http://CONTAINER_IP:8000/up", 5, container="app-v2-1"))
+    assert result.returncode == CONTAINER_EXITED == 4
+    assert result.stderr == "container app-v2-1 exited:\napp: cannot reach the database\n"
+    assert host.calls("docker")[1:] == [
+        "[inspect][-f][{{.State.Running}}][app-v2-1]",
+        "[logs][--tail][20][app-v2-1]",
+    ]
+
+
+def test_wait_http_ok_keeps_polling_while_the_container_runs(host):
+    host.answer("code.1", "000")
+    host.answer("code", "200")
+    host.answer("running", "true")
+    result = host.run(
+        wait_http_ok("http://CONTAINER_IP:8000/up", 5, container="app-v2-1", poll_s=0.05)
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(host.calls("curl")) == 2
+
+
+def test_wait_http_ok_passes_a_url_with_shell_characters_verbatim(host):
+    # `$`, `'` and spaces may appear in a URL; the shell must not expand or split them.
+    host.answer("code", "200")
+    url = "http://127.0.0.1:8080/up?next=$HOME&name=o'brien x"
+    result = host.run(wait_http_ok(url, 5))
+    assert result.returncode == 0, result.stderr
+    assert host.calls("curl") == [f"[-s][-o][/dev/null][-m][2][-w][%{{http_code}}][{url}]"]

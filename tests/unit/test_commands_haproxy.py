@@ -1,0 +1,299 @@
+"""HAProxy runtime API command lines: the exact strings sent to a load balancer, then the
+scripts run for real with `sh -c` (dash, as pyinfra runs them on Debian) against a fake
+`socat` that answers `show stat` from canned CSV and records every request it gets."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from deploykit.commands.haproxy import (
+    TIMED_OUT,
+    drain_server,
+    enable_server,
+    parse_show_servers,
+    runtime_api,
+    set_server_state,
+    show_servers,
+)
+
+SOCKET = "/run/haproxy/admin.sock"
+SHOW_STAT = "echo 'show stat' | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock"
+
+
+# -- exact command strings ----------------------------------------------------------------
+
+
+def test_runtime_api_pipes_the_command_into_socat():
+    assert runtime_api(SOCKET, "show stat") == SHOW_STAT
+
+
+def test_runtime_api_quotes_a_socket_path_with_a_space():
+    assert runtime_api("/run/my haproxy/admin.sock", "show info") == (
+        "echo 'show info' | socat -t 5 stdio unix-connect:'/run/my haproxy/admin.sock'"
+    )
+
+
+@pytest.mark.parametrize("state", ["ready", "drain", "maint"])
+def test_set_server_state(state):
+    assert set_server_state(SOCKET, "web", "web1", state) == (
+        f"echo 'set server web/web1 state {state}'"
+        " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock"
+    )
+
+
+def test_set_server_state_quotes_a_server_name_with_a_quote():
+    assert set_server_state(SOCKET, "web", "o'brien", "drain") == (
+        "echo 'set server web/o'\"'\"'brien state drain'"
+        " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock"
+    )
+
+
+def test_set_server_state_rejects_an_unknown_state():
+    with pytest.raises(ValueError, match="'up'"):
+        set_server_state(SOCKET, "web", "web1", "up")
+
+
+def test_drain_server_drains_polls_scur_then_sets_maint_whatever_happened():
+    assert drain_server(SOCKET, "web", "web1", 30) == (
+        "echo 'set server web/web1 state drain'"
+        " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock >/dev/null"
+        " && ( start=$(date +%s%N); deadline=$((start + 30000 * 1000000));"
+        f" while :; do scur=$({SHOW_STAT}"
+        " | awk -F, -v b=web -v s=web1 '$1 == b && $2 == s { print $5 }');"
+        ' if [ "$scur" = 0 ]; then'
+        " echo waited_ms=$((($(date +%s%N) - start) / 1000000)); break; fi;"
+        ' if [ "$(date +%s%N)" -ge "$deadline" ]; then'
+        ' echo "timed out after 30s: $scur sessions left" >&2;'
+        " echo waited_ms=$((($(date +%s%N) - start) / 1000000)); exit 3; fi;"
+        " sleep 0.1; done ); status=$?;"
+        " echo 'set server web/web1 state maint'"
+        " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock >/dev/null; exit $status"
+    )
+
+
+def test_drain_server_formats_a_fractional_timeout_and_poll():
+    command = drain_server(SOCKET, "web", "web1", 0.3, poll_s=0.05)
+    assert "deadline=$((start + 300 * 1000000))" in command
+    assert 'echo "timed out after 0.3s: $scur sessions left" >&2' in command
+    assert "sleep 0.05; done" in command
+
+
+def test_drain_server_quotes_backend_and_server_in_awk():
+    command = drain_server(SOCKET, "my web", "web 1", 30)
+    assert "awk -F, -v b='my web' -v s='web 1' '$1 == b && $2 == s { print $5 }'" in command
+    assert command.startswith("echo 'set server my web/web 1 state drain' | socat")
+
+
+def test_enable_server_sets_ready_then_waits_for_up():
+    assert enable_server(SOCKET, "web", "web1", 30) == (
+        "echo 'set server web/web1 state ready'"
+        " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock >/dev/null"
+        " && ( start=$(date +%s%N); deadline=$((start + 30000 * 1000000));"
+        f" while :; do status=$({SHOW_STAT}"
+        " | awk -F, -v b=web -v s=web1 '$1 == b && $2 == s { print $18 }');"
+        ' if [ "$status" = UP ]; then'
+        " echo waited_ms=$((($(date +%s%N) - start) / 1000000)); break; fi;"
+        ' if [ "$(date +%s%N)" -ge "$deadline" ]; then'
+        ' echo "timed out after 30s: status $status" >&2;'
+        " echo waited_ms=$((($(date +%s%N) - start) / 1000000)); exit 3; fi;"
+        " sleep 0.1; done )"
+    )
+
+
+def test_show_servers_prints_name_status_and_sessions_of_each_server():
+    assert show_servers(SOCKET, "web") == (
+        f"{SHOW_STAT}"
+        " | awk -F, -v b=web '$1 == b && $2 != \"BACKEND\" { print $2, $18, $5 }'"
+    )
+
+
+def test_parse_show_servers():
+    output = "web1 UP 0\nweb2 DRAIN 3\nweb3 UP 1/2 12\n\nnot a server line\n"
+    assert parse_show_servers(output) == {
+        "web1": ("UP", 0),
+        "web2": ("DRAIN", 3),
+        "web3": ("UP 1/2", 12),
+    }
+
+
+def test_parse_show_servers_of_nothing_is_empty():
+    assert parse_show_servers("") == {}
+
+
+# -- the scripts, run with sh against a fake socat ----------------------------------------
+
+FAKE_SOCAT = r"""#!/bin/sh
+request=$(cat)
+printf '%s\n' "$request" >> "$STUB_DIR/requests"
+for arg in "$@"; do printf '[%s]' "$arg"; done >> "$STUB_DIR/args"; echo >> "$STUB_DIR/args"
+case "$request" in
+"show stat")
+    n=$(( $(cat "$STUB_DIR/polls" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$STUB_DIR/polls"
+    if [ -f "$STUB_DIR/stat.$n" ]; then cat "$STUB_DIR/stat.$n"; else cat "$STUB_DIR/stat"; fi ;;
+*)
+    if [ -f "$STUB_DIR/refuse" ]; then echo "socat: connect(): Permission denied" >&2; exit 1; fi
+    echo ;;
+esac
+"""
+
+HEADER = (
+    "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,"
+    "wretr,wredis,status,weight,act,bck"
+)
+
+
+def stat_row(proxy: str, server: str, scur: int, status: str) -> str:
+    fields = [proxy, server, "0", "0", str(scur)] + ["0"] * 12 + [status, "1", "1", "0"]
+    assert len(fields) == 21 and fields[4] == str(scur) and fields[17] == status
+    return ",".join(fields)
+
+
+def show_stat(web1_scur: int, web1_status: str) -> str:
+    """web/web1 as given; the same server name in another backend is idle and UP, so a
+    script that ignored the backend would finish early."""
+    return "\n".join(
+        [
+            HEADER,
+            stat_row("http-in", "FRONTEND", 7, "OPEN"),
+            stat_row("web", "web1", web1_scur, web1_status),
+            stat_row("web", "web2", 4, "UP"),
+            stat_row("web", "BACKEND", web1_scur + 4, "UP"),
+            stat_row("static", "web1", 0, "UP"),
+        ]
+    ) + "\n"
+
+
+@pytest.fixture
+def lb(tmp_path):
+    """A fake load balancer: `socat` on PATH, canned `show stat`, recorded requests."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    socat = bin_dir / "socat"
+    socat.write_text(FAKE_SOCAT)
+    socat.chmod(0o755)
+
+    class FakeLB:
+        def show_stat(self, text: str, poll: int | None = None):
+            (tmp_path / ("stat" if poll is None else f"stat.{poll}")).write_text(text)
+
+        def refuse_commands(self):
+            (tmp_path / "refuse").write_text("")
+
+        def run(self, script: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                ["sh", "-c", script],
+                env={"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_DIR": str(tmp_path)},
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+
+        @property
+        def requests(self) -> list[str]:
+            path = tmp_path / "requests"
+            return path.read_text().splitlines() if path.exists() else []
+
+        @property
+        def args(self) -> list[str]:
+            return (tmp_path / "args").read_text().splitlines()
+
+        @property
+        def polls(self) -> int:
+            return int((tmp_path / "polls").read_text())
+
+    return FakeLB()
+
+
+def waited_ms(stdout: str) -> int:
+    lines = [line for line in stdout.splitlines() if line.startswith("waited_ms=")]
+    assert len(lines) == 1, stdout
+    return int(lines[0].removeprefix("waited_ms="))
+
+
+def test_runtime_api_gives_socat_the_command_on_stdin_and_one_socket_argument(lb):
+    result = lb.run(runtime_api("/run/my haproxy/admin.sock", "set server web/o'brien state drain"))
+    assert result.returncode == 0, result.stderr
+    assert lb.requests == ["set server web/o'brien state drain"]
+    assert lb.args == ["[-t][5][stdio][unix-connect:/run/my haproxy/admin.sock]"]
+
+
+def test_drain_exits_0_and_reports_its_wait_when_no_session_is_left(lb):
+    lb.show_stat(show_stat(0, "DRAIN"))
+    result = lb.run(drain_server(SOCKET, "web", "web1", 5, poll_s=0.05))
+    assert result.returncode == 0, result.stderr
+    assert 0 <= waited_ms(result.stdout) < 5000
+    assert result.stderr == ""
+    assert lb.requests == [
+        "set server web/web1 state drain",
+        "show stat",
+        "set server web/web1 state maint",
+    ]
+
+
+def test_drain_polls_until_the_sessions_are_gone(lb):
+    lb.show_stat(show_stat(3, "DRAIN"), poll=1)
+    lb.show_stat(show_stat(1, "DRAIN"), poll=2)
+    lb.show_stat(show_stat(0, "DRAIN"))
+    result = lb.run(drain_server(SOCKET, "web", "web1", 5, poll_s=0.05))
+    assert result.returncode == 0, result.stderr
+    assert lb.polls == 3
+    assert lb.requests[-1] == "set server web/web1 state maint"
+
+
+def test_drain_times_out_with_sessions_left_and_still_sets_maint(lb):
+    lb.show_stat(show_stat(5, "DRAIN"))
+    result = lb.run(drain_server(SOCKET, "web", "web1", 0.3, poll_s=0.05))
+    assert result.returncode == TIMED_OUT == 3
+    assert result.stderr == "timed out after 0.3s: 5 sessions left\n"
+    assert waited_ms(result.stdout) >= 300
+    assert lb.polls >= 2
+    assert lb.requests[0] == "set server web/web1 state drain"
+    assert lb.requests[-1] == "set server web/web1 state maint"
+
+
+def test_drain_that_cannot_reach_the_socket_fails_without_waiting(lb):
+    lb.refuse_commands()
+    lb.show_stat(show_stat(0, "UP"))
+    result = lb.run(drain_server(SOCKET, "web", "web1", 5, poll_s=0.05))
+    assert result.returncode == 1
+    assert "waited_ms" not in result.stdout
+    assert "show stat" not in lb.requests
+
+
+def test_enable_exits_0_once_the_server_is_up(lb):
+    lb.show_stat(show_stat(0, "MAINT"), poll=1)
+    lb.show_stat(show_stat(0, "DOWN 1/2"), poll=2)
+    lb.show_stat(show_stat(0, "UP"))
+    result = lb.run(enable_server(SOCKET, "web", "web1", 5, poll_s=0.05))
+    assert result.returncode == 0, result.stderr
+    assert 0 <= waited_ms(result.stdout) < 5000
+    assert lb.polls == 3
+    assert lb.requests == ["set server web/web1 state ready"] + ["show stat"] * 3
+
+
+def test_enable_times_out_naming_the_last_status(lb):
+    lb.show_stat(show_stat(0, "DOWN"))
+    result = lb.run(enable_server(SOCKET, "web", "web1", 0.3, poll_s=0.05))
+    assert result.returncode == TIMED_OUT
+    assert result.stderr == "timed out after 0.3s: status DOWN\n"
+    assert waited_ms(result.stdout) >= 300
+
+
+def test_enable_that_cannot_set_ready_fails_without_waiting(lb):
+    # The `&&` after `set ... ready` must guard the whole wait, as in drain_server.
+    lb.refuse_commands()
+    lb.show_stat(show_stat(0, "DOWN"))
+    result = lb.run(enable_server(SOCKET, "web", "web1", 5, poll_s=0.05))
+    assert result.returncode == 1
+    assert "waited_ms" not in result.stdout
+    assert lb.requests == ["set server web/web1 state ready"]
+
+
+def test_show_servers_lists_only_the_servers_of_the_backend(lb):
+    lb.show_stat(show_stat(2, "UP 1/2"))
+    result = lb.run(show_servers(SOCKET, "web"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "web1 UP 1/2 2\nweb2 UP 4\n"
+    assert parse_show_servers(result.stdout) == {"web1": ("UP 1/2", 2), "web2": ("UP", 4)}

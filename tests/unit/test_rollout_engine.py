@@ -1,0 +1,193 @@
+"""The roll's order and its reactions to failure, replayed against a fake fleet.
+
+The fake answers like hosts would and records every command as a short event, so the
+tests read as the sequence an operator would see."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from deploykit.rollout.engine import (
+    CommandResult,
+    RollingDeploy,
+    RolloutFailed,
+    RolloutSettings,
+)
+
+SETTINGS = RolloutSettings(
+    app_image="registry:5000/deploykit/app",
+    tag="v2",
+    nginx_image="registry:5000/deploykit/nginx:1",
+    backend="web",
+    admin_socket="/run/haproxy/admin.sock",
+    network="deploykit-app",
+    env_file="/etc/deploykit/app.env",
+    app_port=8000,
+    publish_port=80,
+    run_id="20261126",
+)
+
+
+class FakeFleet:
+    def __init__(self, tags: dict[str, str | None], fail: dict[tuple[str, str], int] | None = None):
+        # host -> running tag (None: nothing deployed yet)
+        self.tags = dict(tags)
+        self.fail = fail or {}
+        self.events: list[str] = []
+        self.messages: list[str] = []
+
+    def classify(self, command: str) -> str:
+        patterns = [
+            (r"state drain", "drain"),
+            (r"state ready", "ready"),
+            (r"docker ps --all", "list"),
+            (r"docker run .*--name app-", "start app"),
+            (r"docker run .*--name nginx-", "start nginx"),
+            (r'"\$ip":8000/up', "check app"),
+            (r"127\.0\.0\.1:80/up", "check pair"),
+            (r"docker stop --time \d+ nginx-", "stop old nginx"),
+            (r"docker stop --time \d+ app-", "stop old app"),
+            (r"docker start app-", "restart old app"),
+            (r"docker start nginx-", "restart old nginx"),
+            (r"docker rm --force --volumes nginx-v2", "remove new pair"),
+            (r"docker stop --time \d+ app-.*docker rm", "stop old app"),
+            (r"docker rm", "remove"),
+            (r">> /var/lib/deploykit/releases.*docker image ls", "record and prune"),
+        ]
+        for pattern, name in patterns:
+            if re.search(pattern, command):
+                return name
+        raise AssertionError(f"unexpected command: {command}")
+
+    def run(self, host: str, command: str, sudo: bool = False) -> CommandResult:
+        event = self.classify(command)
+        self.events.append(f"{host}: {event}")
+        code = self.fail.get((host, event), 0)
+        if event == "list":
+            tag = self.tags.get(host)
+            rows = (
+                f"app {tag} {tag}-20260101 running\nnginx {tag} {tag}-20260101 running\n"
+                if tag else ""
+            )
+            return CommandResult(0, rows, "")
+        if event == "start app" and code == 0:
+            self.tags[host] = re.search(r"io\.deploykit\.tag=(\S+)", command).group(1)
+        stdout = "waited_ms=100" if event in ("drain", "ready", "check app", "check pair") else ""
+        return CommandResult(code, stdout, "boom" if code else "")
+
+    def parallel(self, calls):
+        return [call() for call in calls]
+
+    def log(self, message: str) -> None:
+        self.messages.append(message)
+
+
+SWAP = [
+    "lb1: drain", "lb2: drain",
+    "{h}: start app", "{h}: check app", "{h}: stop old nginx", "{h}: start nginx",
+    "{h}: check pair",
+    "lb1: ready", "lb2: ready",
+    "{h}: stop old app", "{h}: list", "{h}: record and prune",
+]
+
+
+def expected_swap(host: str) -> list[str]:
+    return [f"{host}: list"] + [event.format(h=host) for event in SWAP]
+
+
+def test_hosts_roll_one_at_a_time_in_inventory_order_through_every_lb():
+    fleet = FakeFleet({"web1": "v1", "web2": "v1", "web3": "v1"})
+    reports = RollingDeploy(fleet, SETTINGS, ["web1", "web2", "web3"], ["lb1", "lb2"]).run()
+    assert fleet.events == expected_swap("web1") + expected_swap("web2") + expected_swap("web3")
+    assert [(r.host, r.old_tag, r.new_tag, r.result) for r in reports] == [
+        ("web1", "v1", "v2", "updated"),
+        ("web2", "v1", "v2", "updated"),
+        ("web3", "v1", "v2", "updated"),
+    ]
+
+
+def test_first_deploy_has_no_old_pair_to_stop():
+    fleet = FakeFleet({"web1": None})
+    RollingDeploy(fleet, SETTINGS, ["web1"], ["lb1"]).run()
+    assert "web1: stop old nginx" not in fleet.events
+    assert "web1: stop old app" not in fleet.events
+    assert fleet.events.index("web1: start nginx") < fleet.events.index("lb1: ready")
+
+
+def test_failed_health_check_returns_the_host_to_its_old_pair_and_stops_the_roll():
+    fleet = FakeFleet({"web1": "v1", "web2": "v1", "web3": "v1"}, fail={("web2", "check app"): 3})
+    with pytest.raises(RolloutFailed) as failure:
+        RollingDeploy(fleet, SETTINGS, ["web1", "web2", "web3"], ["lb1"]).run()
+    assert failure.value.host == "web2"
+    assert "new app container health check failed: exit 3: boom" in failure.value.reason
+    tail = fleet.events[fleet.events.index("web2: check app"):]
+    assert tail == [
+        "web2: check app",
+        "web2: remove new pair",
+        "web2: restart old app",
+        "web2: restart old nginx",
+        "web2: check pair",
+        "lb1: ready",
+    ]
+    assert not any(e.startswith("web3") for e in fleet.events)  # the roll stopped
+    results = {r.host: r.result for r in failure.value.reports}
+    assert results["web1"] == "updated"
+    assert results["web2"].startswith("failed: new app container health check failed")
+    assert any("STAY on v2: web1" in m for m in fleet.messages)
+
+
+def test_rollback_on_failure_takes_updated_hosts_back_to_their_old_tag():
+    fleet = FakeFleet({"web1": "v1", "web2": "v1"}, fail={("web2", "check pair"): 3})
+    settings = RolloutSettings(**{**SETTINGS.__dict__, "rollback_on_failure": True})
+    with pytest.raises(RolloutFailed) as failure:
+        RollingDeploy(fleet, settings, ["web1", "web2"], ["lb1"]).run()
+    assert fleet.tags["web1"] == "v1"
+    first_report = failure.value.reports[0]
+    assert (first_report.host, first_report.result) == ("web1", "rolled back to v1")
+    assert any("web1: rolling back to v1" in m for m in fleet.messages)
+
+
+def test_failed_nginx_swap_restarts_the_old_nginx_before_readmitting():
+    fleet = FakeFleet({"web1": "v1"}, fail={("web1", "start nginx"): 125})
+    with pytest.raises(RolloutFailed):
+        RollingDeploy(fleet, SETTINGS, ["web1"], ["lb1"]).run()
+    tail = fleet.events[fleet.events.index("web1: start nginx"):]
+    assert tail == [
+        "web1: start nginx", "web1: remove new pair", "web1: restart old app",
+        "web1: restart old nginx", "web1: check pair", "lb1: ready",
+    ]
+
+
+def test_host_already_on_the_tag_is_only_put_back_in_rotation():
+    fleet = FakeFleet({"web1": "v2", "web2": "v1"})
+    reports = RollingDeploy(fleet, SETTINGS, ["web1", "web2"], ["lb1"]).run()
+    assert fleet.events[:2] == ["web1: list", "lb1: ready"]
+    assert reports[0].result == "already on tag"
+
+
+def test_batches_after_the_canary():
+    fleet = FakeFleet({f"web{i}": "v1" for i in range(1, 6)})
+    settings = RolloutSettings(**{**SETTINGS.__dict__, "batch_size": 2})
+    RollingDeploy(fleet, settings, [f"web{i}" for i in range(1, 6)], ["lb1"]).run()
+    starts = [e.split(":")[0] for e in fleet.events if e.endswith("start app")]
+    assert starts == ["web1", "web2", "web3", "web4", "web5"]
+    assert any("3 batches: web1 | web2, web3 | web4, web5" in m for m in fleet.messages)
+
+
+def test_drain_failure_on_an_lb_stops_before_touching_containers():
+    fleet = FakeFleet({"web1": "v1"}, fail={("lb1", "drain"): 1})
+    with pytest.raises(RolloutFailed, match="drain on lb1 failed"):
+        RollingDeploy(fleet, SETTINGS, ["web1"], ["lb1"]).run()
+    assert "web1: start app" not in fleet.events
+    assert fleet.events[-1] == "lb1: ready"  # back in rotation
+
+
+def test_overhead_excludes_time_reported_as_waiting():
+    ticks = iter(range(0, 1000))
+    fleet = FakeFleet({"web1": "v1"})
+    engine = RollingDeploy(fleet, SETTINGS, ["web1"], ["lb1"], clock=lambda: next(ticks))
+    report = engine.run()[0]
+    assert report.waited_s == pytest.approx(0.4)  # drain, app check, pair check, ready
+    assert report.overhead_s == pytest.approx(report.total_s - 0.4)
