@@ -6,8 +6,8 @@ PYTHON  := .venv/bin/python
 PYINFRA := .venv/bin/pyinfra
 INVENTORY ?= inventories/sandbox.py
 
-.PHONY: setup sandbox sandbox-down bootstrap provision demo test unit integration \
-        build push pull images
+.PHONY: setup sandbox sandbox-down bootstrap provision demo deploy rollback bench test unit \
+        integration build push pull images
 
 setup:
 	bin/setup
@@ -20,14 +20,30 @@ sandbox: setup
 sandbox-down:
 	$(PYTHON) -m sandbox down
 
+## bootstrap: as root on fresh hosts; hosts already hardened refuse root, so it then
+## runs again as deploy (which also rotates the deploy user's keys)
 bootstrap: setup
-	$(PYINFRA) -y $(INVENTORY) deploys/bootstrap.py --user root
+	$(PYINFRA) -y $(INVENTORY) deploys/bootstrap.py --user root || { \
+	  echo "bootstrap: some hosts refused root (already hardened); running as deploy"; \
+	  $(PYINFRA) -y $(INVENTORY) deploys/bootstrap.py; }
 
 provision: setup
 	$(PYINFRA) -y $(INVENTORY) deploys/provision.py
 
-## demo: sandbox, bootstrap, provision
-demo: sandbox bootstrap provision
+## demo: sandbox, bootstrap, provision, images, then deploy v1 and roll to v2 under load
+demo: sandbox bootstrap provision images
+	$(PYTHON) -m bench.demo
+
+## deploy: roll TAG to the web hosts, e.g. make deploy TAG=v2
+deploy: setup
+	$(PYINFRA) -y $(INVENTORY) deploys/web.py --data image_tag=$(TAG)
+
+rollback: setup
+	$(PYINFRA) -y $(INVENTORY) deploys/rollback.py
+
+## bench: roll timings for 3 and 6 web hosts (recreates the sandbox at each size)
+bench: setup images
+	$(PYTHON) -m bench.roll_benchmark --web 3 6
 
 ## test: every test, unit then sandbox integration (the sandbox is recreated)
 test: setup
@@ -40,5 +56,5 @@ integration: setup
 	$(PYTHON) -m pytest tests/integration
 
 # The seed's image targets, with REGISTRY / PROJECT / TAG (see app/Makefile).
-build push pull images:
+build push pull images: setup
 	$(MAKE) -C app $@

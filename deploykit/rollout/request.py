@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyinfra import inventory, logger, state
 
@@ -20,6 +23,7 @@ class RolloutRequest:
     settings: RolloutSettings
     web_hosts: list[str]
     lb_hosts: list[str]
+    report_file: str = ""
 
 
 _requests: dict[int, RolloutRequest] = {}
@@ -71,7 +75,10 @@ def rollout_request(tag: str | None = None) -> RolloutRequest:
     )
     check_registry(first, settings)
     request = RolloutRequest(
-        settings, [h.name for h in web_hosts], [h.name for h in inventory.get_group("lb")]
+        settings,
+        [h.name for h in web_hosts],
+        [h.name for h in inventory.get_group("lb")],
+        report_file=knob(data, "rollout_report_file"),
     )
     _requests[id(state)] = request
     return request
@@ -118,9 +125,11 @@ def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
     """
     fleet = PyinfraFleet(state)
     engine = RollingDeploy(fleet, request.settings, request.web_hosts, request.lb_hosts)
+    started = time.monotonic()
     try:
         reports = engine.run()
     except RolloutFailed as failure:
+        write_report(request, failure.reports, time.monotonic() - started, str(failure))
         logger.info(summary_table(failure.reports))
         done = [r.host for r in failure.reports if r.result == "updated"]
         logger.error(
@@ -130,6 +139,31 @@ def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
                "No host was left on the new release.")
         )
         return False
+    write_report(request, reports, time.monotonic() - started, None)
     logger.info(summary_table(reports))
     return True
+
+
+def write_report(request: RolloutRequest, reports, seconds: float, failure: str | None) -> None:
+    path = request.report_file
+    if not path:
+        return
+    document = {
+        "image": request.settings.image,
+        "web_hosts": request.web_hosts,
+        "lb_hosts": request.lb_hosts,
+        "batch_size": request.settings.batch_size,
+        "total_s": round(seconds, 3),
+        "failure": failure,
+        "hosts": [
+            {
+                "host": r.host, "old_tag": r.old_tag, "new_tag": r.new_tag, "result": r.result,
+                "phases": {k: round(v, 3) for k, v in r.phases.items()},
+                "total_s": round(r.total_s, 3), "waited_s": round(r.waited_s, 3),
+                "overhead_s": round(r.overhead_s, 3),
+            }
+            for r in reports
+        ],
+    }
+    Path(path).write_text(json.dumps(document, indent=2) + "\n")
 

@@ -15,4 +15,6 @@ DEFAULTS = {
     "rollout_rollback_on_failure": False,
     # Releases whose images stay on each host, for rollback.
     "rollout_keep_releases": 3,
+    # On the machine running pyinfra: write the roll's per-host report here as JSON.
+    "rollout_report_file": "",
 }

@@ -9,45 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+from bench.harness import REPO_ROOT, LoadRun, RunResult, pyinfra  # noqa: F401  (shared with the demo)
+
 CLUSTER_FILE = REPO_ROOT / ".sandbox" / "cluster.json"
-
-
-@dataclass
-class RunResult:
-    returncode: int
-    output: str
-
-    def grand_total(self) -> dict[str, int]:
-        """The pyinfra results table's last line: operations, changed, errors, unchanged."""
-        match = re.search(r"Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", self.output)
-        assert match, f"no results table in pyinfra output:\n{self.output[-3000:]}"
-        values = [0 if value == "-" else int(value) for value in match.groups()]
-        return dict(zip(("operations", "changed", "errors", "unchanged"), values))
-
-
-def pyinfra(*args: str, timeout: int = 900, env: dict | None = None) -> RunResult:
-    completed = subprocess.run(
-        [PYINFRA, "-y", *args],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-    return RunResult(completed.returncode, completed.stdout)
 
 
 def sandbox_cli(*args: str, env: dict | None = None) -> str:
@@ -129,50 +99,3 @@ class World:
         )
         return code == 0
 
-
-class LoadRun:
-    """The gevent load generator as a subprocess, hitting only 127.0.0.1."""
-
-    def __init__(self, urls: list[str], rate: int = 150, out_dir: Path | None = None):
-        self.urls = urls
-        self.rate = rate
-        self.out = (out_dir or Path("/tmp")) / f"load-{os.getpid()}-{id(self)}.json"
-        self.results: dict = {}
-
-    def __enter__(self) -> "LoadRun":
-        command = [sys.executable, "-m", "bench.loadgen", "--rate", str(self.rate),
-                   "--slow-every", "10", "--slow-ms", "800", "--insecure",
-                   "--no-records", "--json-out", str(self.out)]
-        for url in self.urls:
-            command += ["--url", url]
-        self.process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        line = self.process.stderr.readline()
-        assert line.startswith("loadgen: started"), line
-        time.sleep(1.5)  # a steady load before the action starts
-        return self
-
-    def __exit__(self, *exc) -> None:
-        time.sleep(1.5)  # and after it ends
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-        self.results = json.loads(self.out.read_text())
-        self.out.unlink()
-
-    def summary(self) -> str:
-        r = self.results
-        return (
-            f"sent {r['sent']} at {r['achieved_rate']:.0f}/s, failed {r['failed']} "
-            f"{r['failures_by_reason']} {r['failure_examples'][:3]}, "
-            f"stale keep-alive retries {r['stale_retries']}, versions {r['versions_first_seen']}"
-        )
-
-    def assert_no_failed_request(self, min_rate: float = 100) -> None:
-        r = self.results
-        assert r["failed"] == 0, self.summary()
-        assert r["sent"] > 0 and r["achieved_rate"] >= min_rate, self.summary()
-
-    @property
-    def last_version(self) -> str:
-        return self.results["versions_in_order"][-1][0]
