@@ -47,7 +47,7 @@ bench: setup images
 
 ## test: every test, unit then sandbox integration (the sandbox is recreated)
 test: setup
-	$(PYTHON) -m pytest tests/
+	$(PYTHON) -m pytest tests/unit tests/integration
 
 unit: setup
 	$(PYTHON) -m pytest tests/unit

@@ -50,10 +50,14 @@ def print_results(load: dict, report: dict) -> None:
     print(f"failed requests   {load['failed']}  {load['failures_by_reason'] or ''}")
     print(f"stale keep-alive  {load['stale_retries']} (idle connections the server had closed,")
     print("                  retried once as HTTP clients do; not failures)")
-    print(f"versions seen     {' -> '.join(load['versions_first_seen'])} "
-          f"(counts {load['version_counts']}; {len(runs)} runs while both served)")
-    print(f"latency ms        p50 {fast['p50']:.1f}  p99 {fast['p99']:.1f}  "
-          f"(slow requests p50 {slow['p50']:.0f}  p99 {slow['p99']:.0f})")
+    print(
+        f"versions seen     {' -> '.join(load['versions_first_seen'])} "
+        f"(counts {load['version_counts']}; {len(runs)} runs while both served)"
+    )
+    print(
+        f"latency ms        p50 {fast['p50']:.1f}  p99 {fast['p99']:.1f}  "
+        f"(slow requests p50 {slow['p50']:.0f}  p99 {slow['p99']:.0f})"
+    )
     print()
     print(f"roll of {len(report['hosts'])} hosts in {report['total_s']:.1f} s, per host:")
     phases = ("drain", "start", "health", "readmit", "cleanup")

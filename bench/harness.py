@@ -59,9 +59,21 @@ class LoadRun:
         self.results: dict = {}
 
     def __enter__(self) -> "LoadRun":
-        command = [sys.executable, "-m", "bench.loadgen", "--rate", str(self.rate),
-                   "--slow-every", "10", "--slow-ms", "800", "--insecure",
-                   "--no-records", "--json-out", str(self.out)]
+        command = [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--rate",
+            str(self.rate),
+            "--slow-every",
+            "10",
+            "--slow-ms",
+            "800",
+            "--insecure",
+            "--no-records",
+            "--json-out",
+            str(self.out),
+        ]
         for url in self.urls:
             command += ["--url", url]
         self.log = self.out.with_suffix(".log")

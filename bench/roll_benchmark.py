@@ -25,8 +25,13 @@ PHASES = ("drain", "start", "health", "readmit", "cleanup")
 
 def resize_sandbox(web: int) -> None:
     env = {**os.environ, "SANDBOX_WEB": str(web)}
-    subprocess.run([sys.executable, "-m", "sandbox", "up"], cwd=REPO_ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "sandbox", "up"],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     # New hosts take root; hosts already hardened refuse it and are re-run as deploy.
     if pyinfra("inventories/sandbox.py", "deploys/bootstrap.py", "--user", "root").returncode:
         must(pyinfra("inventories/sandbox.py", "deploys/bootstrap.py"), "bootstrap")
@@ -44,8 +49,12 @@ def measure(web: int, batch: str) -> dict:
     must(pyinfra(*deploy, "--data", "image_tag=v1"), "deploy v1")
     report_path = Path(tempfile.mkstemp(suffix=".json")[1])
     with LoadRun(SANDBOX_URLS, rate=150) as load:
-        must(pyinfra(*deploy, "--data", "image_tag=v2",
-                     "--data", f"rollout_report_file={report_path}"), "roll to v2")
+        must(
+            pyinfra(
+                *deploy, "--data", "image_tag=v2", "--data", f"rollout_report_file={report_path}"
+            ),
+            "roll to v2",
+        )
     report = json.loads(report_path.read_text())
     report_path.unlink()
     hosts = report["hosts"]
@@ -80,12 +89,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_row(row: dict, header: bool) -> None:
     if header:
-        print(f"{'web':>4} {'batch':>6} {'total s':>8} " + " ".join(f"{p:>8}" for p in PHASES)
-              + f" {'overhead':>9} {'max':>6} {'requests':>9} {'failed':>7}")
-    print(f"{row['web']:>4} {row['batch']:>6} {row['total_s']:>8.2f} "
-          + " ".join(f"{row['phases'][p]:>8.2f}" for p in PHASES)
-          + f" {row['overhead_mean_s']:>9.2f} {row['overhead_max_s']:>6.2f}"
-          f" {row['requests']:>9} {row['failed']:>7}", flush=True)
+        print(
+            f"{'web':>4} {'batch':>6} {'total s':>8} "
+            + " ".join(f"{p:>8}" for p in PHASES)
+            + f" {'overhead':>9} {'max':>6} {'requests':>9} {'failed':>7}"
+        )
+    print(
+        f"{row['web']:>4} {row['batch']:>6} {row['total_s']:>8.2f} "
+        + " ".join(f"{row['phases'][p]:>8.2f}" for p in PHASES)
+        + f" {row['overhead_mean_s']:>9.2f} {row['overhead_max_s']:>6.2f}"
+        f" {row['requests']:>9} {row['failed']:>7}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .components import COMPONENT_DEFAULTS
-from .rollout.settings import DEFAULTS as ROLLOUT_DEFAULTS
 from .paths import GROUP_DATA_DIR, REPO_ROOT
+from .rollout.settings import DEFAULTS as ROLLOUT_DEFAULTS
 
 # Keys read by pyinfra's connectors, or describing the host itself.
 HOST_KEYS = {

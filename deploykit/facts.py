@@ -21,7 +21,8 @@ def manifest_url(image_repository: str, tag: str, insecure_registries: list[str]
     registry, _, repository = image_repository.partition("/")
     if not repository or ("." not in registry and ":" not in registry and registry != "localhost"):
         raise ValueError(
-            f"app_image {image_repository!r} must name its registry, like registry.example.com/team/app"
+            f"app_image {image_repository!r} must name its registry, "
+            "like registry.example.com/team/app"
         )
     scheme = "http" if registry in insecure_registries else "https"
     return f"{scheme}://{registry}/v2/{repository}/manifests/{tag}"
@@ -63,3 +64,19 @@ class RunningAppTag(FactBase):
     def process(self, output):
         tags = [line.strip() for line in output if line.strip()]
         return tags[-1] if tags else None
+
+
+class HaproxyServers(FactBase):
+    """{server: (status, sessions)} of a backend, from the runtime API; None when the
+    API does not answer (HAProxy not installed or not running)."""
+
+    def command(self, socket: str, backend: str) -> str:
+        from .commands.haproxy import show_servers
+
+        return f"test -S {shlex.quote(socket)} && {show_servers(socket, backend)} || true"
+
+    def process(self, output):
+        from .commands.haproxy import parse_show_servers
+
+        text = "\n".join(output)
+        return parse_show_servers(text) if text.strip() else None

@@ -1,6 +1,6 @@
 """Run once, as root, on fresh hosts: creates the deploy user every later deploy uses.
 
-    pyinfra -y inventories/sandbox.py deploys/bootstrap.py --user root
+pyinfra -y inventories/sandbox.py deploys/bootstrap.py --user root
 """
 
 from deploykit.components.bootstrap import bootstrap

@@ -1,7 +1,7 @@
 """Provision and harden every host, by group. Safe to run again: a second run changes nothing.
 
-    pyinfra -y inventories/sandbox.py deploys/provision.py
-    pyinfra inventories/staging.py deploys/provision.py --dry --diff
+pyinfra -y inventories/sandbox.py deploys/provision.py
+pyinfra inventories/staging.py deploys/provision.py --dry --diff
 """
 
 from pyinfra import host

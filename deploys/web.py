@@ -8,12 +8,12 @@ host by host in inventory order (the first host alone, as the canary). See
 deploykit/rollout/engine.py for the steps and why they run from one callback.
 """
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.operations import python
 
 from deploykit.components.app import app_host
 from deploykit.preflight import preflight
-from deploykit.rollout.request import roll_web_hosts, rollout_request
+from deploykit.rollout.request import describe_plan, roll_web_hosts, rollout_request
 
 preflight(required_groups=("lb", "web"))
 request = rollout_request()
@@ -22,6 +22,8 @@ if host.name in request.web_hosts:
     app_host(images=[request.settings.image, request.settings.nginx_image])
 
 if host.name == request.web_hosts[0]:
+    # Printed while planning, so `--dry` shows it too (callbacks do not run in a dry run).
+    logger.info(describe_plan(request))
     python.call(
         name=f"Roll {request.settings.image} across {', '.join(request.web_hosts)}",
         function=roll_web_hosts,

@@ -10,7 +10,9 @@ from pathlib import Path
 _CLUSTER_FILE = Path(__file__).resolve().parent.parent / ".sandbox" / "cluster.json"
 
 if not _CLUSTER_FILE.exists():
-    raise SystemExit(f"inventories/sandbox.py: {_CLUSTER_FILE} is missing; run `make sandbox` first")
+    raise SystemExit(
+        f"inventories/sandbox.py: {_CLUSTER_FILE} is missing; run `make sandbox` first"
+    )
 
 _cluster = json.loads(_CLUSTER_FILE.read_text())
 

@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         hosts = Sandbox().up(Topology.from_environ(), rebuild=args.rebuild)
         for host in hosts:
-            print(f"  {host.name:<6} {host.group:<4} ssh 127.0.0.1:{host.ssh_port}  {host.private_ip}")
+            print(
+                f"  {host.name:<6} {host.group:<4} ssh 127.0.0.1:{host.ssh_port}  {host.private_ip}"
+            )
         print(f"sandbox: {len(hosts)} hosts up; inventory: inventories/sandbox.py")
     elif args.command == "down":
         Sandbox().down()
@@ -39,11 +41,20 @@ def main(argv: list[str] | None = None) -> int:
         cluster = json.loads(STATE_FILE.read_text())
         remote_command = args.remote_command
         port = next(h["ssh_port"] for h in cluster["hosts"] if h["name"] == args.host)
-        os.execvp("ssh", [
-            "ssh", "-i", str(KEY_FILE), "-o", f"UserKnownHostsFile={KNOWN_HOSTS_FILE}",
-            "-p", str(port), f"{args.user}@127.0.0.1",
-            *remote_command,
-        ])
+        os.execvp(
+            "ssh",
+            [
+                "ssh",
+                "-i",
+                str(KEY_FILE),
+                "-o",
+                f"UserKnownHostsFile={KNOWN_HOSTS_FILE}",
+                "-p",
+                str(port),
+                f"{args.user}@127.0.0.1",
+                *remote_command,
+            ],
+        )
     return 0
 
 

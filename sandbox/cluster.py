@@ -123,8 +123,18 @@ def ensure_ssh_key() -> str:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     if not KEY_FILE.exists():
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deploykit-sandbox",
-             "-f", str(KEY_FILE)],
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "deploykit-sandbox",
+                "-f",
+                str(KEY_FILE),
+            ],
             check=True,
         )
     return KEY_FILE.with_suffix(".pub").read_text()
@@ -230,9 +240,7 @@ class Sandbox:
     def _create_host(
         self, name: str, group: str, position: int, public_key: str, network: str
     ) -> Container:
-        volume = self.docker.volumes.create(
-            f"{PREFIX}{name}-docker", labels=labels(host=name)
-        )
+        volume = self.docker.volumes.create(f"{PREFIX}{name}-docker", labels=labels(host=name))
         options = dict(
             name=PREFIX + name,
             hostname=name,
@@ -263,9 +271,7 @@ class Sandbox:
             log.info("--privileged is refused here (%s); using explicit capabilities", error)
             container.remove(force=True)
             self._privileged = False
-            container = self.docker.containers.create(
-                HOST_IMAGE, **options, **self._privileges()
-            )
+            container = self.docker.containers.create(HOST_IMAGE, **options, **self._privileges())
             container.put_archive("/root", _authorized_keys_tar(public_key))
             container.start()
         else:

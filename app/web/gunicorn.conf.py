@@ -48,6 +48,4 @@ proc_name = "deploykit-app"
 accesslog = "-"
 errorlog = "-"
 loglevel = "info"
-access_log_format = (
-    '%(h)s xff="%({x-forwarded-for}i)s" "%(r)s" %(s)s %(B)s %(M)sms ua="%(a)s"'
-)
+access_log_format = '%(h)s xff="%({x-forwarded-for}i)s" "%(r)s" %(s)s %(B)s %(M)sms ua="%(a)s"'

@@ -144,7 +144,8 @@ def wait_http_ok(url: str, timeout_s: float, container: str | None = None, poll_
         ip = exited = ""
         target = f"url={q(url)}; "
     return (
-        f"{ip}{target}start=$(date +%s%N); deadline=$((start + {int(timeout_s * 1000)} * 1000000)); "
+        f"{ip}{target}start=$(date +%s%N); "
+        f"deadline=$((start + {int(timeout_s * 1000)} * 1000000)); "
         f'while :; do code=$(curl -s -o /dev/null -m 2 -w "%{{http_code}}" "$url"); '
         f'if [ "$code" = 200 ]; then echo waited_ms=$((($(date +%s%N) - start) / 1000000)); '
         f"exit 0; fi; {exited}"

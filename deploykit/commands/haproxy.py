@@ -17,6 +17,8 @@ SHOW_STAT_SCUR = 5
 SHOW_STAT_STATUS = 18
 # Exit status of a wait that ran out of time; the deploy decides what that means.
 TIMED_OUT = 3
+# Exit status when HAProxy answers a `set server` with an error ("No such server.").
+REFUSED = 5
 
 
 def runtime_api(socket: str, command: str) -> str:
@@ -28,6 +30,15 @@ def set_server_state(socket: str, backend: str, server: str, state: str) -> str:
     if state not in SERVER_STATES:
         raise ValueError(f"server state must be one of {SERVER_STATES}, not {state!r}")
     return runtime_api(socket, f"set server {backend}/{server} state {state}")
+
+
+def _accepted(command: str) -> str:
+    """HAProxy answers a successful `set server` with nothing and an error with text, and
+    socat exits 0 either way: any answer is a failure, shown as HAProxy's own words."""
+    return (
+        f'answer=$({command}) || exit $?; [ -z "$answer" ] || '
+        f'{{ echo "haproxy refused: $answer" >&2; exit {REFUSED}; }}'
+    )
 
 
 def _stat_field(socket: str, backend: str, server: str, field: int) -> str:
@@ -63,7 +74,7 @@ def drain_server(
     maint = set_server_state(socket, backend, server, "maint")
     observe = f"scur=$({_stat_field(socket, backend, server, SHOW_STAT_SCUR)})"
     wait = _poll('[ "$scur" = 0 ]', observe, timeout_s, poll_s, "$scur sessions left")
-    return f"{drain} >/dev/null && ( {wait} ); status=$?; {maint} >/dev/null; exit $status"
+    return f"{_accepted(drain)}; ( {wait} ); status=$?; {maint} >/dev/null; exit $status"
 
 
 def enable_server(
@@ -73,7 +84,7 @@ def enable_server(
     ready = set_server_state(socket, backend, server, "ready")
     observe = f"status=$({_stat_field(socket, backend, server, SHOW_STAT_STATUS)})"
     wait = _poll('[ "$status" = UP ]', observe, timeout_s, poll_s, "status $status")
-    return f"{ready} >/dev/null && ( {wait} )"
+    return f"{_accepted(ready)}; ( {wait} )"
 
 
 def show_servers(socket: str, backend: str) -> str:

@@ -9,7 +9,14 @@ from ..operations.config_file import config_file, render_template
 DEFAULTS = {
     # Packages every host gets, on top of the distribution's minimal install.
     "common_packages": [
-        "ca-certificates", "curl", "gnupg", "less", "netbase", "nftables", "sudo", "vim-tiny"
+        "ca-certificates",
+        "curl",
+        "gnupg",
+        "less",
+        "netbase",
+        "nftables",
+        "sudo",
+        "vim-tiny",
     ],
     # Seconds an apt package list stays fresh before `apt-get update` runs again.
     "common_apt_cache_seconds": 3600,

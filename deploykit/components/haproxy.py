@@ -46,7 +46,9 @@ DEFAULTS = {
 }
 
 CERTIFICATE_PATH = "/etc/haproxy/certs/site.pem"
-PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
+PRIVATE_KEY = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S
+)
 
 
 def web_servers(backend_port: int) -> list[dict]:

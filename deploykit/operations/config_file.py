@@ -10,8 +10,8 @@ from io import StringIO
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host, logger, state
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
-from pyinfra.operations.util.files import generate_color_diff
 from pyinfra.facts.files import File, FileContents, Sha1File
+from pyinfra.operations.util.files import generate_color_diff
 
 from ..paths import TEMPLATES_DIR
 
@@ -121,6 +121,5 @@ def validation_command(validate: str, staged: str) -> StringCommand:
     live = staged[: -len(STAGING_SUFFIX)]
     check = validate.replace("{path}", shlex.quote(staged))
     message = shlex.quote(f"deploykit: {live} failed validation; the live file is unchanged")
-    return StringCommand(
-        f"{check} || {{ status=$?; rm -f {shlex.quote(staged)}; echo {message} >&2; exit $status; }}"
-    )
+    cleanup = f"status=$?; rm -f {shlex.quote(staged)}; echo {message} >&2; exit $status"
+    return StringCommand(f"{check} || {{ {cleanup}; }}")

@@ -207,26 +207,62 @@ class RollingDeploy:
             self._drain_everywhere(host, report)
         try:
             with self._phase(report, "start"):
-                self._must(host, _timed(docker_commands.start_app(
-                    new, settings.image, settings.network, settings.env_file,
-                    settings.stop_timeout_s,
-                )), report, "start the new app container")
+                self._must(
+                    host,
+                    _timed(
+                        docker_commands.start_app(
+                            new,
+                            settings.image,
+                            settings.network,
+                            settings.env_file,
+                            settings.stop_timeout_s,
+                        )
+                    ),
+                    report,
+                    "start the new app container",
+                )
             with self._phase(report, "health"):
-                self._must(host, docker_commands.wait_http_ok(
-                    f"http://CONTAINER_IP:{settings.app_port}/up",
-                    settings.health_timeout_s, container=new.app,
-                ), report, "new app container health check")
+                self._must(
+                    host,
+                    docker_commands.wait_http_ok(
+                        f"http://CONTAINER_IP:{settings.app_port}/up",
+                        settings.health_timeout_s,
+                        container=new.app,
+                    ),
+                    report,
+                    "new app container health check",
+                )
                 if old:
-                    self._must(host, _timed(docker_commands.stop(
-                        old.nginx, settings.stop_timeout_s)), report, "stop the old nginx")
-                self._must(host, _timed(docker_commands.start_nginx(
-                    new, settings.nginx_image, settings.network, settings.app_port,
-                    settings.publish_port,
-                )), report, "start the new nginx")
-                self._must(host, docker_commands.wait_http_ok(
-                    f"http://127.0.0.1:{settings.publish_port}/up", settings.health_timeout_s,
-                    container=new.nginx,
-                ), report, "new pair health check through nginx")
+                    self._must(
+                        host,
+                        _timed(docker_commands.stop(old.nginx, settings.stop_timeout_s)),
+                        report,
+                        "stop the old nginx",
+                    )
+                self._must(
+                    host,
+                    _timed(
+                        docker_commands.start_nginx(
+                            new,
+                            settings.nginx_image,
+                            settings.network,
+                            settings.app_port,
+                            settings.publish_port,
+                        )
+                    ),
+                    report,
+                    "start the new nginx",
+                )
+                self._must(
+                    host,
+                    docker_commands.wait_http_ok(
+                        f"http://127.0.0.1:{settings.publish_port}/up",
+                        settings.health_timeout_s,
+                        container=new.nginx,
+                    ),
+                    report,
+                    "new pair health check through nginx",
+                )
             with self._phase(report, "readmit"):
                 self._enable_everywhere(host, report)
         except SwapFailed as failure:
@@ -304,10 +340,14 @@ class RollingDeploy:
             return
         self.fleet.run(host, docker_commands.start_existing(old.app))
         self.fleet.run(host, docker_commands.start_existing(old.nginx))
-        self.fleet.run(host, docker_commands.wait_http_ok(
-            f"http://127.0.0.1:{self.settings.publish_port}/up", self.settings.health_timeout_s,
-            container=old.nginx,
-        ))
+        self.fleet.run(
+            host,
+            docker_commands.wait_http_ok(
+                f"http://127.0.0.1:{self.settings.publish_port}/up",
+                self.settings.health_timeout_s,
+                container=old.nginx,
+            ),
+        )
         self._enable_everywhere(host, report, quiet=True)
 
     def _retire(self, host: str, old: Pair | None, report: HostReport) -> None:
@@ -315,15 +355,22 @@ class RollingDeploy:
         only the images of the last `keep_releases` releases (what rollback needs)."""
         settings = self.settings
         if old:
-            result = self.fleet.run(host, _timed(
-                docker_commands.stop(old.app, settings.stop_timeout_s)
-                + " && " + docker_commands.remove(old.nginx, old.app)
-            ))
+            result = self.fleet.run(
+                host,
+                _timed(
+                    docker_commands.stop(old.app, settings.stop_timeout_s)
+                    + " && "
+                    + docker_commands.remove(old.nginx, old.app)
+                ),
+            )
             report.waited_s += result.waited_s
             if not result.ok:
                 self.fleet.log(f"{host}: removing the old pair failed: {result.reason()}")
-        stale = [pair for pair, state in self.current_pairs(host)
-                 if pair.release != f"{settings.tag}-{settings.run_id}" and state != "running"]
+        stale = [
+            pair
+            for pair, state in self.current_pairs(host)
+            if pair.release != f"{settings.tag}-{settings.run_id}" and state != "running"
+        ]
         for pair in stale:
             self.fleet.run(host, docker_commands.remove(pair.nginx, pair.app))
         record = record_release(settings.release_log, settings.tag)

@@ -10,13 +10,14 @@ from pathlib import Path
 from pyinfra import inventory, logger, state
 
 from ..config import knob
-from ..facts import RegistryTagStatus, ReleaseLog, RunningAppTag, manifest_url
+from ..facts import HaproxyServers, RegistryTagStatus, ReleaseLog, RunningAppTag, manifest_url
 from ..preflight import refuse
 from .engine import RollingDeploy, RolloutFailed, RolloutSettings, previous_release
 from .plan import PlanError, check_tag, plan_batches
 from .pyinfra_fleet import PyinfraFleet
 from .report import summary_table
 from .settings import DEFAULTS  # noqa: F401  (documented there)
+
 
 @dataclass(frozen=True)
 class RolloutRequest:
@@ -73,6 +74,7 @@ def rollout_request(tag: str | None = None) -> RolloutRequest:
         keep_releases=int(knob(data, "rollout_keep_releases")),
         release_log=knob(data, "app_release_log"),
     )
+    check_load_balancers(settings, [h.name for h in web_hosts])
     check_registry(first, settings)
     request = RolloutRequest(
         settings,
@@ -84,11 +86,63 @@ def rollout_request(tag: str | None = None) -> RolloutRequest:
     return request
 
 
+def describe_plan(request: RolloutRequest) -> str:
+    """The roll as it will run: batches, each host's current tag -> new tag, LB actions."""
+    settings = request.settings
+    batches = plan_batches(request.web_hosts, settings.batch_size)
+    lbs = ", ".join(request.lb_hosts)
+    lines = [f"deploykit: plan: roll {settings.image} ({len(batches)} batches)"]
+    for number, batch in enumerate(batches, start=1):
+        label = "canary" if number == 1 else f"batch {number}"
+        for name in batch:
+            current = inventory.get_host(name).get_fact(RunningAppTag) or "(none)"
+            lines.append(f"  {label:<9} {name:<16} {current} -> {settings.tag}")
+    lines.append(
+        f"  per host: drain on {lbs} (until 0 sessions, at most "
+        f"{settings.drain_timeout_s:g}s), maint; start app + nginx, health check; "
+        f"ready on {lbs} (until UP, at most {settings.readmit_timeout_s:g}s); stop the old pair"
+    )
+    if settings.rollback_on_failure:
+        lines.append("  on failure: the failed host returns to its old pair; done hosts roll back")
+    else:
+        lines.append("  on failure: the failed host returns to its old pair; the roll stops")
+    return "\n".join(lines)
+
+
+def check_load_balancers(settings: RolloutSettings, web_hosts: list[str]) -> None:
+    """Every load balancer must answer on its runtime API and know every host to roll."""
+    errors = []
+    lbs = inventory.get_group("lb", default=[]) or []
+    if not lbs:
+        errors.append("no hosts in group 'lb': nothing could drain the web hosts")
+    for lb in lbs:
+        if not lb.connected:
+            lb.connect(raise_exceptions=True)  # outside --limit, the LBs are still driven
+        servers = lb.get_fact(
+            HaproxyServers, socket=settings.admin_socket, backend=settings.backend
+        )
+        if servers is None:
+            errors.append(
+                f"{lb.name}: HAProxy's runtime API ({settings.admin_socket}) does not answer; "
+                "run deploys/provision.py first"
+            )
+            continue
+        unknown = [name for name in web_hosts if name not in servers]
+        if unknown:
+            errors.append(
+                f"{lb.name}: backend {settings.backend!r} has no server {', '.join(unknown)}; "
+                "run deploys/provision.py so HAProxy knows every web host"
+            )
+    if errors:
+        refuse(errors)
+
+
 def check_registry(first_web_host, settings: RolloutSettings) -> None:
     """The tag must exist where the hosts pull from: asked from the first web host."""
     try:
         url = manifest_url(
-            settings.app_image, settings.tag,
+            settings.app_image,
+            settings.tag,
             list(first_web_host.data.get("docker_insecure_registries") or []),
         )
     except ValueError as error:
@@ -98,10 +152,12 @@ def check_registry(first_web_host, settings: RolloutSettings) -> None:
         return
     if status == "404":
         refuse([f"image {settings.image} does not exist in the registry (HTTP 404 for {url})"])
-    refuse([
-        f"the registry does not answer as expected from {first_web_host.name} "
-        f"(HTTP {status} for {url}); is it up and reachable?"
-    ])
+    refuse(
+        [
+            f"the registry does not answer as expected from {first_web_host.name} "
+            f"(HTTP {status} for {url}); is it up and reachable?"
+        ]
+    )
 
 
 def previous_tag_request() -> RolloutRequest:
@@ -135,8 +191,11 @@ def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
         logger.error(
             f"deploykit: ROLL STOPPED at {failure.host}: {failure.reason}. "
             f"{failure.host} is back on its previous release and in rotation. "
-            + (f"Already on {request.settings.tag}: {', '.join(done)}." if done else
-               "No host was left on the new release.")
+            + (
+                f"Already on {request.settings.tag}: {', '.join(done)}."
+                if done
+                else "No host was left on the new release."
+            )
         )
         return False
     write_report(request, reports, time.monotonic() - started, None)
@@ -157,13 +216,16 @@ def write_report(request: RolloutRequest, reports, seconds: float, failure: str 
         "failure": failure,
         "hosts": [
             {
-                "host": r.host, "old_tag": r.old_tag, "new_tag": r.new_tag, "result": r.result,
+                "host": r.host,
+                "old_tag": r.old_tag,
+                "new_tag": r.new_tag,
+                "result": r.result,
                 "phases": {k: round(v, 3) for k, v in r.phases.items()},
-                "total_s": round(r.total_s, 3), "waited_s": round(r.waited_s, 3),
+                "total_s": round(r.total_s, 3),
+                "waited_s": round(r.waited_s, 3),
                 "overhead_s": round(r.overhead_s, 3),
             }
             for r in reports
         ],
     }
     Path(path).write_text(json.dumps(document, indent=2) + "\n")
-

@@ -11,11 +11,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import docker
 
-from bench.harness import REPO_ROOT, LoadRun, RunResult, pyinfra  # noqa: F401  (shared with the demo)
+from bench.harness import (  # noqa: F401  (shared with the demo)
+    REPO_ROOT,
+    LoadRun,
+    RunResult,
+    pyinfra,
+)
 
 CLUSTER_FILE = REPO_ROOT / ".sandbox" / "cluster.json"
 
@@ -60,10 +64,19 @@ class World:
     def ssh(self, name: str, command: str, user: str = "deploy") -> subprocess.CompletedProcess:
         return subprocess.run(
             [
-                "ssh", "-i", self.cluster["ssh_key"],
-                "-o", f"UserKnownHostsFile={self.cluster['known_hosts']}",
-                "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-                "-p", str(self.ssh_port(name)), f"{user}@127.0.0.1", command,
+                "ssh",
+                "-i",
+                self.cluster["ssh_key"],
+                "-o",
+                f"UserKnownHostsFile={self.cluster['known_hosts']}",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-p",
+                str(self.ssh_port(name)),
+                f"{user}@127.0.0.1",
+                command,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -86,7 +99,7 @@ class World:
         code, output = self.sh(
             lb,
             "echo 'show stat' | socat stdio unix-connect:/run/haproxy/admin.sock"
-            " | awk -F, '$1 == \"web\" && $2 != \"BACKEND\" { print $2, $18 }'",
+            ' | awk -F, \'$1 == "web" && $2 != "BACKEND" { print $2, $18 }\'',
         )
         assert code == 0, output
         return dict(line.split(" ", 1) for line in output.splitlines() if line.strip())
@@ -98,4 +111,3 @@ class World:
             f"timeout 3 bash -c 'exec 3<>/dev/tcp/{self.ip(target)}/{port}' 2>/dev/null",
         )
         return code == 0
-

@@ -21,7 +21,8 @@ def test_docker_group_takes_effect_in_the_first_run(first_runs):
     # The op adds deploy to the docker group, reconnects and runs `docker info` as deploy,
     # without sudo, all in the FIRST provision run; its row shows 4 changed hosts.
     row = next(
-        line for line in first_runs["provision"].output.splitlines()
+        line
+        for line in first_runs["provision"].output.splitlines()
         if "Ensure deploy runs docker without sudo" in line and line.strip().endswith("-")
     )
     assert row.split()[-4:] == ["4", "4", "-", "-"], row
@@ -75,7 +76,9 @@ def test_services_are_active(fleet):
 
 
 def test_docker_rotates_container_logs(fleet):
-    code, output = fleet.sh("web1", "docker info -f '{{.LoggingDriver}}'; cat /etc/docker/daemon.json")
+    code, output = fleet.sh(
+        "web1", "docker info -f '{{.LoggingDriver}}'; cat /etc/docker/daemon.json"
+    )
     assert output.startswith("json-file")
     assert '"max-size": "10m"' in output and '"max-file": "5"' in output
 

@@ -23,7 +23,9 @@ def on_v1(fleet):
     run = deploy("v1")
     assert run.returncode == 0, run.output[-4000:]
     assert {name: fleet.running_tag(name) for name in fleet.hosts("web")} == {
-        "web1": "v1", "web2": "v1", "web3": "v1"
+        "web1": "v1",
+        "web2": "v1",
+        "web3": "v1",
     }
     return fleet
 
@@ -69,6 +71,20 @@ def test_rollback_returns_every_host_to_v1(on_v1):
     assert all(fleet.running_tag(name) == "v1" for name in fleet.hosts("web"))
 
 
+def test_dry_run_prints_the_plan_and_changes_nothing(on_v1):
+    fleet = on_v1
+    _, containers_before = fleet.sh("web1", "docker ps -a --format '{{.Names}}' | sort")
+    run = deploy("v2", "--dry")
+    assert run.returncode == 0, run.output[-4000:]
+    assert "deploykit: plan: roll registry:5000/deploykit/app:v2 (3 batches)" in run.output
+    for label, name in (("canary", "web1"), ("batch 2", "web2"), ("batch 3", "web3")):
+        assert f"  {label:<9} {name:<16} v1 -> v2" in run.output
+    _, containers_after = fleet.sh("web1", "docker ps -a --format '{{.Names}}' | sort")
+    assert containers_after == containers_before
+    assert all(fleet.running_tag(name) == "v1" for name in fleet.hosts("web"))
+    assert set(fleet.server_states().values()) == {"UP"}
+
+
 def test_unknown_tag_is_refused_before_any_drain(on_v1):
     fleet = on_v1
     run = deploy("v999")
@@ -91,8 +107,12 @@ def test_haproxy_config_change_under_load_fails_no_request(on_v1):
     _, before = fleet.sh("lb1", "grep -c 'timeout server 45000ms' /etc/haproxy/haproxy.cfg")
     with LoadRun(URLS) as load:
         run = pyinfra(
-            "inventories/sandbox.py", "deploys/provision.py", "--limit", "lb",
-            "--data", "haproxy_timeout_server_ms=45000",
+            "inventories/sandbox.py",
+            "deploys/provision.py",
+            "--limit",
+            "lb",
+            "--data",
+            "haproxy_timeout_server_ms=45000",
         )
     assert run.returncode == 0, run.output[-4000:]
     load.assert_no_failed_request()
@@ -117,8 +137,12 @@ def test_invalid_haproxy_config_is_never_installed(on_v1):
     fleet = on_v1
     _, before = fleet.sh("lb1", "sha1sum /etc/haproxy/haproxy.cfg")
     run = pyinfra(
-        "inventories/sandbox.py", "deploys/provision.py", "--limit", "lb",
-        "--data", "haproxy_backend=web two",
+        "inventories/sandbox.py",
+        "deploys/provision.py",
+        "--limit",
+        "lb",
+        "--data",
+        "haproxy_backend=web two",
     )
     assert run.returncode != 0
     assert "failed validation; the live file is unchanged" in run.output

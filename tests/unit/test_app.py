@@ -188,9 +188,7 @@ def test_fail_after_seconds_fails_traffic_but_not_up():
 def test_fail_after_counts_from_app_started_at():
     # gunicorn.conf.py sets APP_STARTED_AT once in the master so all workers agree.
     clock = FakeClock(now=1_000.0)
-    app = webapp.make_app(
-        {"APP_FAIL_AFTER_SECONDS": "10", "APP_STARTED_AT": "995"}, clock=clock
-    )
+    app = webapp.make_app({"APP_FAIL_AFTER_SECONDS": "10", "APP_STARTED_AT": "995"}, clock=clock)
     assert call(app, "/version")[0] == 200
     clock.now = 1_005.0
     assert call(app, "/version")[0] == 500

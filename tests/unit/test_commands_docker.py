@@ -88,9 +88,7 @@ def test_stop_gives_the_container_its_grace_period():
 
 
 def test_remove_forces_and_drops_volumes():
-    assert remove("nginx-v1-1", "app-v1-1") == (
-        "docker rm --force --volumes nginx-v1-1 app-v1-1"
-    )
+    assert remove("nginx-v1-1", "app-v1-1") == ("docker rm --force --volumes nginx-v1-1 app-v1-1")
 
 
 def test_start_existing():
@@ -100,16 +98,15 @@ def test_start_existing():
 def test_pull_and_image_exists():
     assert pull(APP_IMAGE) == "docker pull --quiet registry:5000/deploykit/app:v2"
     assert image_exists(APP_IMAGE) == (
-        "docker image inspect --format '{{.Id}}' registry:5000/deploykit/app:v2"
-        " >/dev/null 2>&1"
+        "docker image inspect --format '{{.Id}}' registry:5000/deploykit/app:v2" " >/dev/null 2>&1"
     )
 
 
 def test_list_pairs():
     assert list_pairs() == (
         "docker ps --all --filter label=io.deploykit.role --format"
-        " '{{.Label \"io.deploykit.role\"}} {{.Label \"io.deploykit.tag\"}}"
-        " {{.Label \"io.deploykit.release\"}} {{.State}}'"
+        ' \'{{.Label "io.deploykit.role"}} {{.Label "io.deploykit.tag"}}'
+        ' {{.Label "io.deploykit.release"}} {{.State}}\''
     )
 
 
@@ -232,7 +229,10 @@ def test_start_app_reaches_docker_as_separate_arguments(host):
 
 def test_run_container_passes_a_quoted_command_verbatim(host):
     command = run_container(
-        "tool", "busybox:1", network="bridge", labels={"note": "it's fine"},
+        "tool",
+        "busybox:1",
+        network="bridge",
+        labels={"note": "it's fine"},
         command=["sh", "-c", "echo 'hi' $HOME"],
     )
     assert host.run(command).returncode == 0

@@ -57,9 +57,10 @@ def test_set_server_state_rejects_an_unknown_state():
 
 def test_drain_server_drains_polls_scur_then_sets_maint_whatever_happened():
     assert drain_server(SOCKET, "web", "web1", 30) == (
-        "echo 'set server web/web1 state drain'"
-        " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock >/dev/null"
-        " && ( start=$(date +%s%N); deadline=$((start + 30000 * 1000000));"
+        "answer=$(echo 'set server web/web1 state drain'"
+        " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock)"
+        ' || exit $?; [ -z "$answer" ] || { echo "haproxy refused: $answer" >&2; exit 5; };'
+        " ( start=$(date +%s%N); deadline=$((start + 30000 * 1000000));"
         f" while :; do scur=$({SHOW_STAT}"
         " | awk -F, -v b=web -v s=web1 '$1 == b && $2 == s { print $5 }');"
         ' if [ "$scur" = 0 ]; then'
@@ -83,14 +84,15 @@ def test_drain_server_formats_a_fractional_timeout_and_poll():
 def test_drain_server_quotes_backend_and_server_in_awk():
     command = drain_server(SOCKET, "my web", "web 1", 30)
     assert "awk -F, -v b='my web' -v s='web 1' '$1 == b && $2 == s { print $5 }'" in command
-    assert command.startswith("echo 'set server my web/web 1 state drain' | socat")
+    assert command.startswith("answer=$(echo 'set server my web/web 1 state drain' | socat")
 
 
 def test_enable_server_sets_ready_then_waits_for_up():
     assert enable_server(SOCKET, "web", "web1", 30) == (
-        "echo 'set server web/web1 state ready'"
-        " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock >/dev/null"
-        " && ( start=$(date +%s%N); deadline=$((start + 30000 * 1000000));"
+        "answer=$(echo 'set server web/web1 state ready'"
+        " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock)"
+        ' || exit $?; [ -z "$answer" ] || { echo "haproxy refused: $answer" >&2; exit 5; };'
+        " ( start=$(date +%s%N); deadline=$((start + 30000 * 1000000));"
         f" while :; do status=$({SHOW_STAT}"
         " | awk -F, -v b=web -v s=web1 '$1 == b && $2 == s { print $18 }');"
         ' if [ "$status" = UP ]; then'
@@ -104,8 +106,7 @@ def test_enable_server_sets_ready_then_waits_for_up():
 
 def test_show_servers_prints_name_status_and_sessions_of_each_server():
     assert show_servers(SOCKET, "web") == (
-        f"{SHOW_STAT}"
-        " | awk -F, -v b=web '$1 == b && $2 != \"BACKEND\" { print $2, $18, $5 }'"
+        f"{SHOW_STAT}" " | awk -F, -v b=web '$1 == b && $2 != \"BACKEND\" { print $2, $18, $5 }'"
     )
 
 
@@ -134,6 +135,7 @@ case "$request" in
     if [ -f "$STUB_DIR/stat.$n" ]; then cat "$STUB_DIR/stat.$n"; else cat "$STUB_DIR/stat"; fi ;;
 *)
     if [ -f "$STUB_DIR/refuse" ]; then echo "socat: connect(): Permission denied" >&2; exit 1; fi
+    if [ -f "$STUB_DIR/unknown" ]; then echo "No such server."; echo; exit 0; fi
     echo ;;
 esac
 """
@@ -153,16 +155,19 @@ def stat_row(proxy: str, server: str, scur: int, status: str) -> str:
 def show_stat(web1_scur: int, web1_status: str) -> str:
     """web/web1 as given; the same server name in another backend is idle and UP, so a
     script that ignored the backend would finish early."""
-    return "\n".join(
-        [
-            HEADER,
-            stat_row("http-in", "FRONTEND", 7, "OPEN"),
-            stat_row("web", "web1", web1_scur, web1_status),
-            stat_row("web", "web2", 4, "UP"),
-            stat_row("web", "BACKEND", web1_scur + 4, "UP"),
-            stat_row("static", "web1", 0, "UP"),
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                HEADER,
+                stat_row("http-in", "FRONTEND", 7, "OPEN"),
+                stat_row("web", "web1", web1_scur, web1_status),
+                stat_row("web", "web2", 4, "UP"),
+                stat_row("web", "BACKEND", web1_scur + 4, "UP"),
+                stat_row("static", "web1", 0, "UP"),
+            ]
+        )
+        + "\n"
+    )
 
 
 @pytest.fixture
@@ -180,6 +185,9 @@ def lb(tmp_path):
 
         def refuse_commands(self):
             (tmp_path / "refuse").write_text("")
+
+        def forget_servers(self):
+            (tmp_path / "unknown").write_text("")
 
         def run(self, script: str) -> subprocess.CompletedProcess:
             return subprocess.run(
@@ -297,3 +305,20 @@ def test_show_servers_lists_only_the_servers_of_the_backend(lb):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "web1 UP 1/2 2\nweb2 UP 4\n"
     assert parse_show_servers(result.stdout) == {"web1": ("UP 1/2", 2), "web2": ("UP", 4)}
+
+
+def test_drain_of_a_server_haproxy_does_not_know_fails_at_once_with_its_answer(lb):
+    # socat exits 0 whatever HAProxy answers; the script must read the answer.
+    lb.forget_servers()
+    lb.show_stat(show_stat(0, "UP"))
+    result = lb.run(drain_server(SOCKET, "web", "web9", 5, poll_s=0.05))
+    assert result.returncode == 5
+    assert "haproxy refused: No such server." in result.stderr
+    assert "waited_ms" not in result.stdout
+
+
+def test_enable_of_a_server_haproxy_does_not_know_fails_at_once(lb):
+    lb.forget_servers()
+    lb.show_stat(show_stat(0, "UP"))
+    result = lb.run(enable_server(SOCKET, "web", "web9", 5, poll_s=0.05))
+    assert (result.returncode, result.stderr.strip()) == (5, "haproxy refused: No such server.")

@@ -18,8 +18,9 @@ def lookup(group):
 def test_roles_become_private_addresses():
     assert build_rules(["db"], MATRIX, lookup) == [
         FirewallRule(5432, "tcp", ("10.0.0.21", "10.0.0.22", "10.0.0.31"), ("job", "web")),
-        FirewallRule(6379, "tcp", ("10.0.0.21", "10.0.0.22", "198.51.100.0/24"),
-                     ("198.51.100.0/24", "web")),
+        FirewallRule(
+            6379, "tcp", ("10.0.0.21", "10.0.0.22", "198.51.100.0/24"), ("198.51.100.0/24", "web")
+        ),
     ]
 
 

@@ -69,7 +69,8 @@ class FakeFleet:
             tag = self.tags.get(host)
             rows = (
                 f"app {tag} {tag}-20260101 running\nnginx {tag} {tag}-20260101 running\n"
-                if tag else ""
+                if tag
+                else ""
             )
             return CommandResult(0, rows, "")
         if event == "start app" and code == 0:
@@ -85,11 +86,18 @@ class FakeFleet:
 
 
 SWAP = [
-    "lb1: drain", "lb2: drain",
-    "{h}: start app", "{h}: check app", "{h}: stop old nginx", "{h}: start nginx",
+    "lb1: drain",
+    "lb2: drain",
+    "{h}: start app",
+    "{h}: check app",
+    "{h}: stop old nginx",
+    "{h}: start nginx",
     "{h}: check pair",
-    "lb1: ready", "lb2: ready",
-    "{h}: stop old app", "{h}: list", "{h}: record and prune",
+    "lb1: ready",
+    "lb2: ready",
+    "{h}: stop old app",
+    "{h}: list",
+    "{h}: record and prune",
 ]
 
 
@@ -122,7 +130,7 @@ def test_failed_health_check_returns_the_host_to_its_old_pair_and_stops_the_roll
         RollingDeploy(fleet, SETTINGS, ["web1", "web2", "web3"], ["lb1"]).run()
     assert failure.value.host == "web2"
     assert "new app container health check failed: exit 3: boom" in failure.value.reason
-    tail = fleet.events[fleet.events.index("web2: check app"):]
+    tail = fleet.events[fleet.events.index("web2: check app") :]
     assert tail == [
         "web2: check app",
         "web2: remove new pair",
@@ -153,10 +161,14 @@ def test_failed_nginx_swap_restarts_the_old_nginx_before_readmitting():
     fleet = FakeFleet({"web1": "v1"}, fail={("web1", "start nginx"): 125})
     with pytest.raises(RolloutFailed):
         RollingDeploy(fleet, SETTINGS, ["web1"], ["lb1"]).run()
-    tail = fleet.events[fleet.events.index("web1: start nginx"):]
+    tail = fleet.events[fleet.events.index("web1: start nginx") :]
     assert tail == [
-        "web1: start nginx", "web1: remove new pair", "web1: restart old app",
-        "web1: restart old nginx", "web1: check pair", "lb1: ready",
+        "web1: start nginx",
+        "web1: remove new pair",
+        "web1: restart old app",
+        "web1: restart old nginx",
+        "web1: check pair",
+        "lb1: ready",
     ]
 
 

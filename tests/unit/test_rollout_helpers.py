@@ -27,7 +27,7 @@ APP = "registry:5000/deploykit/app"
 
 def test_record_release_appends_the_tag_to_the_log():
     assert record_release("/var/lib/deploykit/releases", "v2") == (
-        "mkdir -p \"$(dirname /var/lib/deploykit/releases)\""
+        'mkdir -p "$(dirname /var/lib/deploykit/releases)"'
         " && echo v2 >> /var/lib/deploykit/releases"
     )
 
@@ -39,8 +39,8 @@ def test_prune_images_keeps_the_last_distinct_releases():
         " | tr '\\n' ' ');"
         ' [ -n "$keep" ] || exit 0;'
         " docker image ls --format '{{.Tag}}' registry:5000/deploykit/app"
-        " | while read -r tag; do case \" $keep \" in *\" $tag \"*) ;;"
-        " *) docker image rm registry:5000/deploykit/app:\"$tag\" >/dev/null 2>&1 || true ;;"
+        ' | while read -r tag; do case " $keep " in *" $tag "*) ;;'
+        ' *) docker image rm registry:5000/deploykit/app:"$tag" >/dev/null 2>&1 || true ;;'
         " esac; done"
     )
 

@@ -5,8 +5,12 @@ from sandbox.cluster import Topology, _host_ports
 
 def test_default_topology_in_inventory_order():
     assert Topology.from_environ({}).hosts() == [
-        ("lb1", "lb"), ("web1", "web"), ("web2", "web"), ("web3", "web"),
-        ("job1", "job"), ("db1", "db"),
+        ("lb1", "lb"),
+        ("web1", "web"),
+        ("web2", "web"),
+        ("web3", "web"),
+        ("job1", "job"),
+        ("db1", "db"),
     ]
 
 
@@ -31,7 +35,8 @@ def test_bad_counts_are_refused(environ, message):
 
 def test_load_balancers_publish_http_and_https_on_loopback():
     assert _host_ports("lb1", "lb", 1) == {
-        "22/tcp": ("127.0.0.1", 2201), "80/tcp": ("127.0.0.1", 8080),
+        "22/tcp": ("127.0.0.1", 2201),
+        "80/tcp": ("127.0.0.1", 8080),
         "443/tcp": ("127.0.0.1", 8443),
     }
     assert _host_ports("lb2", "lb", 2)["80/tcp"] == ("127.0.0.1", 8081)
