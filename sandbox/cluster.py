@@ -160,14 +160,19 @@ def _ensure_network(docker_client: docker.DockerClient):
     return docker_client.networks.create(NETWORK, driver="bridge", labels=labels())
 
 
-def _host_ports(name: str, group: str, position: int) -> dict[str, tuple[str, int]]:
+# Each group has its own range of SSH ports, so growing one group never moves another.
+SSH_PORT_OFFSETS = {"lb": 0, "web": 10, "job": 40, "db": 50}
+
+
+def _host_ports(name: str, group: str) -> dict[str, tuple[str, int]]:
     # Fixed ports, not random ones: Docker picks a new random port when a container
     # restarts, and a rebooted host must stay where the inventory says it is.
-    ports: dict[str, tuple[str, int]] = {"22/tcp": ("127.0.0.1", SSH_PORT_BASE + position)}
+    index = int(name[len(group):])
+    ssh_port = SSH_PORT_BASE + SSH_PORT_OFFSETS[group] + index
+    ports: dict[str, tuple[str, int]] = {"22/tcp": ("127.0.0.1", ssh_port)}
     if group == "lb":
-        offset = int(name[2:]) - 1
-        ports["80/tcp"] = ("127.0.0.1", LB_HTTP_PORT + offset)
-        ports["443/tcp"] = ("127.0.0.1", LB_HTTPS_PORT + offset)
+        ports["80/tcp"] = ("127.0.0.1", LB_HTTP_PORT + index - 1)
+        ports["443/tcp"] = ("127.0.0.1", LB_HTTPS_PORT + index - 1)
     return ports
 
 
@@ -192,8 +197,7 @@ class Sandbox:
                 log.info("removing %s (not in the topology)", container.name)
                 container.remove(force=True, v=False)
         containers = [
-            self._ensure_host(name, group, position, public_key, network.name)
-            for position, (name, group) in enumerate(wanted, start=1)
+            self._ensure_host(name, group, public_key, network.name) for name, group in wanted
         ]
         hosts = [self._wait_until_booted(container) for container in containers]
         self._write_state(hosts)
@@ -225,21 +229,17 @@ class Sandbox:
         if container.status != "running":
             container.start()
 
-    def _ensure_host(
-        self, name: str, group: str, position: int, public_key: str, network: str
-    ) -> Container:
+    def _ensure_host(self, name: str, group: str, public_key: str, network: str) -> Container:
         container_name = PREFIX + name
         try:
             container = self.docker.containers.get(container_name)
         except docker.errors.NotFound:
-            return self._create_host(name, group, position, public_key, network)
+            return self._create_host(name, group, public_key, network)
         if container.status != "running":
             container.start()
         return container
 
-    def _create_host(
-        self, name: str, group: str, position: int, public_key: str, network: str
-    ) -> Container:
+    def _create_host(self, name: str, group: str, public_key: str, network: str) -> Container:
         volume = self.docker.volumes.create(f"{PREFIX}{name}-docker", labels=labels(host=name))
         options = dict(
             name=PREFIX + name,
@@ -248,7 +248,7 @@ class Sandbox:
             network=network,
             # The alias lets hosts find each other by name, as on a private LAN.
             networking_config={network: EndpointConfig("1.41", aliases=[name])},
-            ports=_host_ports(name, group, position),
+            ports=_host_ports(name, group),
             environment={"container": "docker"},
             tmpfs={"/run": "", "/run/lock": "", "/tmp": ""},
             # overlay2 cannot stack on the container's own overlay root: without a volume

@@ -24,6 +24,7 @@ from typing import Callable, Protocol, TypeVar
 from ..commands import docker as docker_commands
 from ..commands import haproxy as haproxy_commands
 from ..commands.docker import Pair
+from .containers import HostContainers, Release
 from .plan import plan_batches
 
 T = TypeVar("T")
@@ -189,16 +190,18 @@ class RollingDeploy:
 
     def roll_host(self, host: str) -> HostReport:
         settings = self.settings
-        current = self.current_pairs(host)
-        running = [pair for pair, state in current if state == "running"]
-        old = running[-1] if running else None
+        containers = self.inspect(host)
+        current = containers.current()
+        old = current.pair if current else None
         report = HostReport(host, old.tag if old else None, settings.tag)
         self.reports.append(report)
         new = Pair(release=f"{settings.tag}-{settings.run_id}", tag=settings.tag)
-        if old and old.tag == settings.tag:
-            # A re-run after an interruption: the host is already on the tag; make sure
-            # it is serving and in rotation, then move on.
+        if current and current.pair.tag == settings.tag and current.serving:
+            # Already on the tag (a re-run after an interruption, or a host done by an
+            # earlier roll): drop what an interrupted roll left, and make sure the host
+            # is back in rotation on every LB.
             with self._phase(report, "readmit"):
+                self._remove(host, containers.others({current.pair.release}))
                 self._enable_everywhere(host, report)
             report.result = "already on tag"
             return report
@@ -281,16 +284,16 @@ class RollingDeploy:
 
     # -- steps ------------------------------------------------------------------------
 
-    def current_pairs(self, host: str) -> list[tuple[Pair, str]]:
-        """App containers of the kit on the host, oldest release first."""
+    def inspect(self, host: str) -> HostContainers:
         result = self.fleet.run(host, docker_commands.list_pairs())
         if not result.ok:
             raise SwapFailed(f"cannot list containers: {result.reason()}")
-        pairs = []
-        for role, tag, release, state in docker_commands.parse_pairs(result.stdout):
-            if role == "app":
-                pairs.append((Pair(release=release, tag=tag), state))
-        return sorted(pairs, key=lambda item: item[0].release.rsplit("-", 1)[-1])
+        return HostContainers.parse(result.stdout)
+
+    def _remove(self, host: str, releases: list[Release]) -> None:
+        names = [name for r in releases for name in (r.pair.nginx, r.pair.app)]
+        if names:
+            self.fleet.run(host, docker_commands.remove(*names))
 
     def _drain_everywhere(self, host: str, report: HostReport) -> None:
         settings = self.settings
@@ -366,13 +369,8 @@ class RollingDeploy:
             report.waited_s += result.waited_s
             if not result.ok:
                 self.fleet.log(f"{host}: removing the old pair failed: {result.reason()}")
-        stale = [
-            pair
-            for pair, state in self.current_pairs(host)
-            if pair.release != f"{settings.tag}-{settings.run_id}" and state != "running"
-        ]
-        for pair in stale:
-            self.fleet.run(host, docker_commands.remove(pair.nginx, pair.app))
+        # Anything else of the kit is what an interrupted roll left behind.
+        self._remove(host, self.inspect(host).others({f"{settings.tag}-{settings.run_id}"}))
         record = record_release(settings.release_log, settings.tag)
         prune = prune_images(settings.app_image, settings.release_log, settings.keep_releases)
         self.fleet.run(host, f"{record}; ( {prune} )")

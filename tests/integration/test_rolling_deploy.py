@@ -69,6 +69,13 @@ def test_rollback_returns_every_host_to_v1(on_v1):
     load.assert_no_failed_request()
     assert load.last_version == "v1"
     assert all(fleet.running_tag(name) == "v1" for name in fleet.hosts("web"))
+    # Only released tags keep their images (for the next rollback): the broken image,
+    # pulled everywhere before the failed roll, is gone.
+    for name in fleet.hosts("web"):
+        _, images = fleet.sh(
+            name, "docker image ls --format '{{.Tag}}' registry:5000/deploykit/app"
+        )
+        assert sorted(images.split()) == ["v1", "v2"], (name, images)
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(on_v1):

@@ -35,6 +35,7 @@ class FakeFleet:
         # host -> running tag (None: nothing deployed yet)
         self.tags = dict(tags)
         self.fail = fail or {}
+        self.releases: dict[str, str] = {}
         self.events: list[str] = []
         self.messages: list[str] = []
 
@@ -67,14 +68,12 @@ class FakeFleet:
         code = self.fail.get((host, event), 0)
         if event == "list":
             tag = self.tags.get(host)
-            rows = (
-                f"app {tag} {tag}-20260101 running\nnginx {tag} {tag}-20260101 running\n"
-                if tag
-                else ""
-            )
+            release = self.releases.get(host, f"{tag}-20260101")
+            rows = f"app {tag} {release} running\nnginx {tag} {release} running\n" if tag else ""
             return CommandResult(0, rows, "")
         if event == "start app" and code == 0:
             self.tags[host] = re.search(r"io\.deploykit\.tag=(\S+)", command).group(1)
+            self.releases[host] = re.search(r"io\.deploykit\.release=(\S+)", command).group(1)
         stdout = "waited_ms=100" if event in ("drain", "ready", "check app", "check pair") else ""
         return CommandResult(code, stdout, "boom" if code else "")
 
@@ -203,3 +202,29 @@ def test_overhead_excludes_time_reported_as_waiting():
     report = engine.run()[0]
     assert report.waited_s == pytest.approx(0.4)  # drain, app check, pair check, ready
     assert report.overhead_s == pytest.approx(report.total_s - 0.4)
+
+
+class InterruptedFleet(FakeFleet):
+    """web1 as an interrupted roll left it: a new app started, the old pair serving."""
+
+    STRAY = "v2-20261126000000"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stray = True
+
+    def run(self, host, command, sudo=False):
+        result = super().run(host, command, sudo)
+        if host == "web1" and self.events[-1] == "web1: list" and self.stray:
+            result.stdout = f"app v2 {self.STRAY} running\n" + result.stdout
+        if f"app-{self.STRAY}" in command and "docker rm" in command:
+            self.stray = False
+        return result
+
+
+def test_a_host_left_half_done_is_swapped_again_and_the_leftovers_removed():
+    fleet = InterruptedFleet({"web1": "v1"})
+    reports = RollingDeploy(fleet, SETTINGS, ["web1"], ["lb1"]).run()
+    assert reports[0].old_tag == "v1" and reports[0].result == "updated"
+    assert fleet.events[:4] == ["web1: list", "lb1: drain", "web1: start app", "web1: check app"]
+    assert not fleet.stray  # the interrupted roll's app was removed

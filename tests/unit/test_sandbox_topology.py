@@ -34,10 +34,20 @@ def test_bad_counts_are_refused(environ, message):
 
 
 def test_load_balancers_publish_http_and_https_on_loopback():
-    assert _host_ports("lb1", "lb", 1) == {
+    assert _host_ports("lb1", "lb") == {
         "22/tcp": ("127.0.0.1", 2201),
         "80/tcp": ("127.0.0.1", 8080),
         "443/tcp": ("127.0.0.1", 8443),
     }
-    assert _host_ports("lb2", "lb", 2)["80/tcp"] == ("127.0.0.1", 8081)
-    assert _host_ports("web1", "web", 3) == {"22/tcp": ("127.0.0.1", 2203)}
+    assert _host_ports("lb2", "lb") == {
+        "22/tcp": ("127.0.0.1", 2202),
+        "80/tcp": ("127.0.0.1", 8081),
+        "443/tcp": ("127.0.0.1", 8444),
+    }
+
+
+def test_growing_a_group_never_moves_another_groups_ports():
+    assert _host_ports("web1", "web") == {"22/tcp": ("127.0.0.1", 2211)}
+    assert _host_ports("web16", "web") == {"22/tcp": ("127.0.0.1", 2226)}
+    assert _host_ports("job1", "job") == {"22/tcp": ("127.0.0.1", 2241)}
+    assert _host_ports("db1", "db") == {"22/tcp": ("127.0.0.1", 2251)}
