@@ -4,10 +4,11 @@ once per session; each test then asserts outcomes on the hosts."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
-from .sandbox_world import World, pyinfra, sandbox_cli
+from .sandbox_world import REPO_ROOT, World, pyinfra, sandbox_cli
 
 TOPOLOGY = {"SANDBOX_WEB": "3", "SANDBOX_LB": "1", "SANDBOX_JOB": "1", "SANDBOX_DB": "1"}
 
@@ -48,3 +49,18 @@ def fleet(fresh_sandbox, first_runs):
     for name, run in first_runs.items():
         assert run.returncode == 0, f"{name} failed:\n{run.output[-4000:]}"
     return fresh_sandbox
+
+
+@pytest.fixture(scope="session")
+def on_v1(fleet):
+    """Images in the sandbox registry, and every web host serving v1."""
+    built = subprocess.run(["make", "-s", "images"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    run = pyinfra("inventories/sandbox.py", "deploys/web.py", "--data", "image_tag=v1")
+    assert run.returncode == 0, run.output[-4000:]
+    assert {name: fleet.running_tag(name) for name in fleet.hosts("web")} == {
+        "web1": "v1",
+        "web2": "v1",
+        "web3": "v1",
+    }
+    return fleet

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 
-from .sandbox_world import REPO_ROOT, LoadRun, pyinfra
+from .sandbox_world import LoadRun, pyinfra
 
 URLS = ["http://127.0.0.1:8080/", "https://127.0.0.1:8443/"]
 
 
 def deploy(tag: str, *extra: str):
     return pyinfra("inventories/sandbox.py", "deploys/web.py", "--data", f"image_tag={tag}", *extra)
-
-
-@pytest.fixture(scope="session")
-def on_v1(fleet):
-    """Images in the sandbox registry, and every web host serving v1."""
-    built = subprocess.run(["make", "-s", "images"], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert built.returncode == 0, built.stdout + built.stderr
-    run = deploy("v1")
-    assert run.returncode == 0, run.output[-4000:]
-    assert {name: fleet.running_tag(name) for name in fleet.hosts("web")} == {
-        "web1": "v1",
-        "web2": "v1",
-        "web3": "v1",
-    }
-    return fleet
 
 
 def test_roll_v1_to_v2_under_load_fails_no_request(on_v1):

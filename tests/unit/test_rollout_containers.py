@@ -16,20 +16,14 @@ def test_steady_host_serves_its_only_release():
 
 
 def test_killed_after_starting_the_new_app_the_old_pair_still_holds_the_port():
-    containers = parse(
-        f"app v2 {NEW} running\n"
-        f"app v1 {OLD} running\nnginx v1 {OLD} running\n"
-    )
+    containers = parse(f"app v2 {NEW} running\n" f"app v1 {OLD} running\nnginx v1 {OLD} running\n")
     assert containers.current().pair.release == OLD
     assert [r.pair.release for r in containers.others({OLD})] == [NEW]
 
 
 def test_killed_between_the_nginx_swap_falls_back_to_the_latest_complete_pair():
     # The old nginx was stopped, the new one never started: nothing holds the port.
-    containers = parse(
-        f"app v2 {NEW} running\n"
-        f"app v1 {OLD} running\nnginx v1 {OLD} exited\n"
-    )
+    containers = parse(f"app v2 {NEW} running\n" f"app v1 {OLD} running\nnginx v1 {OLD} exited\n")
     current = containers.current()
     assert current.pair.release == OLD
     assert (current.app, current.nginx, current.serving) == ("running", "exited", False)
