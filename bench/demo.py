@@ -60,7 +60,7 @@ def print_results(load: dict, report: dict) -> None:
     )
     print()
     print(f"roll of {len(report['hosts'])} hosts in {report['total_s']:.1f} s, per host:")
-    phases = ("drain", "start", "health", "readmit", "cleanup")
+    phases = ("drain", "start", "health", "readmit", "observe", "cleanup")
     print(f"  {'host':<8}" + "".join(f"{p:>9}" for p in phases) + f"{'total':>9}{'overhead':>10}")
     for host in report["hosts"]:
         cells = "".join(f"{host['phases'].get(p, 0):>9.2f}" for p in phases)

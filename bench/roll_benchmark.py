@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .harness import REPO_ROOT, SANDBOX_URLS, LoadRun, pyinfra
 
-PHASES = ("drain", "start", "health", "readmit", "cleanup")
+PHASES = ("drain", "start", "health", "readmit", "observe", "cleanup")
 
 
 def resize_sandbox(web: int) -> None:

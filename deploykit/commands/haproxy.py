@@ -15,6 +15,11 @@ import shlex
 SERVER_STATES = ("ready", "drain", "maint")
 SHOW_STAT_SCUR = 5
 SHOW_STAT_STATUS = 18
+# Responses a server sent by class (hrsp_1xx ... hrsp_5xx, hrsp_other), and the
+# requests HAProxy retried away from it (wretr).
+SHOW_STAT_RESPONSES = (40, 41, 42, 43, 44, 45)
+SHOW_STAT_5XX = 44
+SHOW_STAT_RETRIES = 16
 # Exit status of a wait that ran out of time; the deploy decides what that means.
 TIMED_OUT = 3
 # Exit status when HAProxy answers a `set server` with an error ("No such server.").
@@ -85,6 +90,34 @@ def enable_server(
     observe = f"status=$({_stat_field(socket, backend, server, SHOW_STAT_STATUS)})"
     wait = _poll('[ "$status" = UP ]', observe, timeout_s, poll_s, "status $status")
     return f"{_accepted(ready)}; ( {wait} )"
+
+
+def observe_server(socket: str, backend: str, server: str, window_s: float) -> str:
+    """Count what a server answered during a window: responses, 5xx, retried requests.
+
+    A request HAProxy replayed on another server (retry-on 500) never shows its client
+    an error; it still counts here, so a new release that fails under real traffic is
+    caught even while no user sees it fail."""
+    total = " + ".join(f"${field}" for field in SHOW_STAT_RESPONSES)
+    counters = (
+        f"{runtime_api(socket, 'show stat')}"
+        f" | awk -F, -v b={shlex.quote(backend)} -v s={shlex.quote(server)}"
+        f" '$1 == b && $2 == s {{ print {total}, ${SHOW_STAT_5XX}, ${SHOW_STAT_RETRIES} }}'"
+    )
+    return (
+        f"before=$({counters}); start=$(date +%s%N); sleep {window_s:g}; after=$({counters}); "
+        "set -- $before $after; "
+        'echo "responses=$(($4 - $1)) errors=$(($5 - $2)) retries=$(($6 - $3))"; '
+        "echo waited_ms=$((($(date +%s%N) - start) / 1000000))"
+    )
+
+
+def parse_observation(output: str) -> tuple[int, int, int]:
+    """responses, errors, retries from observe_server's output."""
+    values = dict(
+        part.split("=", 1) for line in output.splitlines() for part in line.split() if "=" in part
+    )
+    return int(values["responses"]), int(values["errors"]), int(values["retries"])
 
 
 def show_servers(socket: str, backend: str) -> str:

@@ -31,6 +31,10 @@ DEFAULTS = {
     "haproxy_check_fall": 2,
     # Attempts per request; with redispatch a retry goes to another server.
     "haproxy_retries": 3,
+    # What makes HAProxy replay an idempotent request (GET, HEAD, OPTIONS) on another
+    # server: a server that fails or dies mid-request, or answers 5xx, costs no user a
+    # failed request while a healthy server remains.
+    "haproxy_retry_on": "conn-failure empty-response response-timeout 500 502 503 504",
     # Timeouts (ms).
     "haproxy_timeout_connect_ms": 3000,
     "haproxy_timeout_client_ms": 60000,

@@ -83,6 +83,11 @@ class RolloutSettings:
     stop_timeout_s: int = 30
     rollback_on_failure: bool = False
     keep_releases: int = 3
+    # Canary gate: watch HAProxy's counters for the re-admitted server this long
+    # (0 turns it off), and fail the host above this share of failed responses.
+    canary_observe_s: float = 0.0
+    canary_max_error_rate: float = 0.0
+    observe_every_host: bool = False
     release_log: str = "/var/lib/deploykit/releases"
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
 
@@ -208,6 +213,7 @@ class RollingDeploy:
 
         with self._phase(report, "drain"):
             self._drain_everywhere(host, report)
+        admitted = False
         try:
             with self._phase(report, "start"):
                 self._must(
@@ -268,7 +274,14 @@ class RollingDeploy:
                 )
             with self._phase(report, "readmit"):
                 self._enable_everywhere(host, report)
+            admitted = True
+            if self._observes(host):
+                with self._phase(report, "observe"):
+                    self._canary_gate(host, report)
         except SwapFailed as failure:
+            if admitted:
+                # The new pair takes traffic: out of rotation first, sessions finished.
+                self._drain_everywhere(host, report, restoring=True)
             self._restore_old_pair(host, new, old, report)
             report.result = f"failed: {failure}"
             raise
@@ -295,7 +308,44 @@ class RollingDeploy:
         if names:
             self.fleet.run(host, docker_commands.remove(*names))
 
-    def _drain_everywhere(self, host: str, report: HostReport) -> None:
+    def _observes(self, host: str) -> bool:
+        settings = self.settings
+        if settings.canary_observe_s <= 0:
+            return False
+        return settings.observe_every_host or host == self.web_hosts[0]
+
+    def _canary_gate(self, host: str, report: HostReport) -> None:
+        """Real traffic through every LB for a short window; too many failures and the
+        host goes back to its old pair (the old app is still running at this point)."""
+        settings = self.settings
+        command = haproxy_commands.observe_server(
+            settings.admin_socket, settings.backend, host, settings.canary_observe_s
+        )
+        responses = failures = 0
+        for lb, result in self._on_every_lb(command):
+            if not result.ok:
+                raise SwapFailed(f"canary gate could not read {lb}'s counters: {result.reason()}")
+            seen, errors, retries = haproxy_commands.parse_observation(result.stdout)
+            responses += seen
+            # A 5xx that HAProxy replayed elsewhere counts once, as a retry or an error.
+            failures += max(errors, retries)
+        report.waited_s += settings.canary_observe_s
+        if responses == 0:
+            self.fleet.log(f"{host}: canary gate saw no traffic in {settings.canary_observe_s:g}s")
+            return
+        rate = failures / responses
+        self.fleet.log(
+            f"{host}: canary gate: {failures} failed of {responses} responses "
+            f"in {settings.canary_observe_s:g}s"
+        )
+        if failures and rate > settings.canary_max_error_rate:
+            raise SwapFailed(
+                f"canary gate: {failures} of {responses} responses failed in HAProxy within "
+                f"{settings.canary_observe_s:g}s ({rate:.0%}, limit "
+                f"{settings.canary_max_error_rate:.0%})"
+            )
+
+    def _drain_everywhere(self, host: str, report: HostReport, restoring: bool = False) -> None:
         settings = self.settings
         command = haproxy_commands.drain_server(
             settings.admin_socket, settings.backend, host, settings.drain_timeout_s
@@ -304,6 +354,8 @@ class RollingDeploy:
         for lb, result in results:
             if result.exit_code == haproxy_commands.TIMED_OUT:
                 self.fleet.log(f"{host}: drain on {lb} timed out, continuing: {result.reason()}")
+            elif not result.ok and restoring:
+                self.fleet.log(f"{host}: drain on {lb} failed while restoring: {result.reason()}")
             elif not result.ok:
                 self._enable_everywhere(host, report, quiet=True)
                 raise SwapFailed(f"drain on {lb} failed: {result.reason()}")

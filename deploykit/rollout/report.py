@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-PHASES = ("drain", "start", "health", "readmit", "cleanup")
+PHASES = ("drain", "start", "health", "readmit", "observe", "cleanup")
 
 
 def summary_table(reports) -> str:

@@ -72,6 +72,9 @@ def rollout_request(tag: str | None = None) -> RolloutRequest:
         stop_timeout_s=int(knob(data, "rollout_stop_timeout_s")),
         rollback_on_failure=bool(knob(data, "rollout_rollback_on_failure")),
         keep_releases=int(knob(data, "rollout_keep_releases")),
+        canary_observe_s=float(knob(data, "rollout_canary_observe_s")),
+        canary_max_error_rate=float(knob(data, "rollout_canary_max_error_rate")),
+        observe_every_host=bool(knob(data, "rollout_observe_every_host")),
         release_log=knob(data, "app_release_log"),
     )
     check_load_balancers(settings, [h.name for h in web_hosts])
@@ -102,6 +105,12 @@ def describe_plan(request: RolloutRequest) -> str:
         f"{settings.drain_timeout_s:g}s), maint; start app + nginx, health check; "
         f"ready on {lbs} (until UP, at most {settings.readmit_timeout_s:g}s); stop the old pair"
     )
+    if settings.canary_observe_s > 0:
+        watched = "every host" if settings.observe_every_host else request.web_hosts[0]
+        lines.append(
+            f"  canary gate: {watched} watched in HAProxy for {settings.canary_observe_s:g}s "
+            f"after re-admission (at most {settings.canary_max_error_rate:.0%} failed)"
+        )
     if settings.rollback_on_failure:
         lines.append("  on failure: the failed host returns to its old pair; done hosts roll back")
     else:

@@ -15,6 +15,13 @@ DEFAULTS = {
     "rollout_rollback_on_failure": False,
     # Releases whose images stay on each host, for rollback.
     "rollout_keep_releases": 3,
+    # Canary gate: after the first host is back in rotation, watch its responses in
+    # HAProxy for this many seconds (0 turns the gate off)...
+    "rollout_canary_observe_s": 5.0,
+    # ...and return it to its old release if more than this share of them failed.
+    "rollout_canary_max_error_rate": 0.01,
+    # Watch every host that way, not only the first one.
+    "rollout_observe_every_host": False,
     # On the machine running pyinfra: write the roll's per-host report here as JSON.
     "rollout_report_file": "",
 }

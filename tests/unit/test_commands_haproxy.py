@@ -322,3 +322,41 @@ def test_enable_of_a_server_haproxy_does_not_know_fails_at_once(lb):
     lb.show_stat(show_stat(0, "UP"))
     result = lb.run(enable_server(SOCKET, "web", "web9", 5, poll_s=0.05))
     assert (result.returncode, result.stderr.strip()) == (5, "haproxy refused: No such server.")
+
+
+def counters_row(server: str, responses_2xx: int, responses_5xx: int, retries: int) -> str:
+    fields = ["web", server] + ["0"] * 43
+    fields[15] = str(retries)  # wretr
+    fields[17] = "UP"
+    fields[40] = str(responses_2xx)  # hrsp_2xx
+    fields[43] = str(responses_5xx)  # hrsp_5xx
+    return ",".join(fields)
+
+
+def test_observe_server_exact_command():
+    from deploykit.commands.haproxy import observe_server
+
+    counters = (
+        f"{SHOW_STAT} | awk -F, -v b=web -v s=web1"
+        " '$1 == b && $2 == s { print $40 + $41 + $42 + $43 + $44 + $45, $44, $16 }'"
+    )
+    assert observe_server(SOCKET, "web", "web1", 5) == (
+        f"before=$({counters}); start=$(date +%s%N); sleep 5; after=$({counters}); "
+        "set -- $before $after; "
+        'echo "responses=$(($4 - $1)) errors=$(($5 - $2)) retries=$(($6 - $3))"; '
+        "echo waited_ms=$((($(date +%s%N) - start) / 1000000))"
+    )
+
+
+def test_observe_server_reports_what_the_server_answered_during_the_window(lb):
+    from deploykit.commands.haproxy import observe_server, parse_observation
+
+    lb.show_stat("\n".join([HEADER, counters_row("web2", 900, 9, 0),
+                            counters_row("web1", 100, 2, 1)]), poll=1)
+    lb.show_stat("\n".join([HEADER, counters_row("web2", 990, 90, 0),
+                            counters_row("web1", 250, 40, 30)]), poll=2)
+    result = lb.run(observe_server(SOCKET, "web", "web1", 0.2))
+    assert result.returncode == 0, result.stderr
+    # web1: (250 + 40) - (100 + 2) responses, 38 of them 5xx, 29 retried elsewhere.
+    assert parse_observation(result.stdout) == (188, 38, 29)
+    assert "waited_ms=" in result.stdout

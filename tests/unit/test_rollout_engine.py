@@ -36,11 +36,13 @@ class FakeFleet:
         self.tags = dict(tags)
         self.fail = fail or {}
         self.releases: dict[str, str] = {}
+        self.observation: dict[str, str] = {}
         self.events: list[str] = []
         self.messages: list[str] = []
 
     def classify(self, command: str) -> str:
         patterns = [
+            (r"responses=", "observe"),
             (r"state drain", "drain"),
             (r"state ready", "ready"),
             (r"docker ps --all", "list"),
@@ -75,6 +77,8 @@ class FakeFleet:
             self.tags[host] = re.search(r"io\.deploykit\.tag=(\S+)", command).group(1)
             self.releases[host] = re.search(r"io\.deploykit\.release=(\S+)", command).group(1)
         stdout = "waited_ms=100" if event in ("drain", "ready", "check app", "check pair") else ""
+        if event == "observe":
+            stdout = self.observation.get(host_of(command), "responses=100 errors=0 retries=0")
         return CommandResult(code, stdout, "boom" if code else "")
 
     def parallel(self, calls):
@@ -82,6 +86,10 @@ class FakeFleet:
 
     def log(self, message: str) -> None:
         self.messages.append(message)
+
+
+def host_of(command: str) -> str:
+    return re.search(r"-v s=(\S+)", command).group(1)
 
 
 SWAP = [
@@ -228,3 +236,54 @@ def test_a_host_left_half_done_is_swapped_again_and_the_leftovers_removed():
     assert reports[0].old_tag == "v1" and reports[0].result == "updated"
     assert fleet.events[:4] == ["web1: list", "lb1: drain", "web1: start app", "web1: check app"]
     assert not fleet.stray  # the interrupted roll's app was removed
+
+
+GATED = RolloutSettings(**{**SETTINGS.__dict__, "canary_observe_s": 5.0,
+                           "canary_max_error_rate": 0.01})
+
+
+def test_canary_gate_watches_only_the_first_host_then_retires_the_old_pair():
+    fleet = FakeFleet({"web1": "v1", "web2": "v1"})
+    reports = RollingDeploy(fleet, GATED, ["web1", "web2"], ["lb1", "lb2"]).run()
+    assert [e for e in fleet.events if e.endswith("observe")] == ["lb1: observe", "lb2: observe"]
+    web1 = fleet.events[: fleet.events.index("web1: stop old app") + 1]
+    assert web1[-5:] == ["lb1: ready", "lb2: ready", "lb1: observe", "lb2: observe",
+                         "web1: stop old app"]
+    assert reports[0].phases["observe"] >= 0 and reports[0].waited_s >= 5.0
+
+
+def test_canary_failing_in_haproxy_goes_back_to_the_old_pair_and_stops_the_roll():
+    fleet = FakeFleet({"web1": "v1", "web2": "v1"})
+    fleet.observation["web1"] = "responses=200 errors=0 retries=37"
+    with pytest.raises(RolloutFailed) as failure:
+        RollingDeploy(fleet, GATED, ["web1", "web2"], ["lb1"]).run()
+    assert failure.value.host == "web1"
+    assert "canary gate: 37 of 200 responses failed in HAProxy within 5s (18%, limit 1%)" in (
+        failure.value.reason
+    )
+    tail = fleet.events[fleet.events.index("lb1: observe"):]
+    assert tail == [
+        "lb1: observe",
+        "lb1: drain",  # out of rotation before its containers change
+        "web1: remove new pair",
+        "web1: restart old app",
+        "web1: restart old nginx",
+        "web1: check pair",
+        "lb1: ready",
+    ]
+    assert "web1: stop old app" not in fleet.events  # the old app kept running throughout
+    assert not any(e.startswith("web2") for e in fleet.events)
+
+
+def test_canary_errors_below_the_threshold_pass():
+    fleet = FakeFleet({"web1": "v1"})
+    fleet.observation["web1"] = "responses=1000 errors=5 retries=5"
+    RollingDeploy(fleet, GATED, ["web1"], ["lb1"]).run()
+    assert "web1: stop old app" in fleet.events
+
+
+def test_canary_without_traffic_passes_and_says_so():
+    fleet = FakeFleet({"web1": "v1"})
+    fleet.observation["web1"] = "responses=0 errors=0 retries=0"
+    RollingDeploy(fleet, GATED, ["web1"], ["lb1"]).run()
+    assert any("canary gate saw no traffic" in m for m in fleet.messages)

@@ -226,11 +226,11 @@ def test_summary_table_has_a_row_per_host_and_dashes_for_missing_phases():
     assert summary_table([updated, failed]).splitlines() == [
         "",
         "deploykit: roll summary (seconds)",
-        "host         tags                    drain    start   health  readmit  cleanup"
+        "host         tags                    drain    start   health  readmit  observe  cleanup"
         "   total  overhead  result",
-        "web1         v1 -> v2                 1.50     0.25     2.00     0.50     1.00"
+        "web1         v1 -> v2                 1.50     0.25     2.00     0.50        -     1.00"
         "    5.25      1.25  updated",
-        "web2         - -> v2                  0.10     0.20        -        -        -"
+        "web2         - -> v2                  0.10     0.20        -        -        -        -"
         "    0.30      0.30  failed: health check",
     ]
 
