@@ -20,6 +20,10 @@ EXIT_LINE = re.compile(rf"^{EXIT_MARKER}(\d+)$", re.M)
 class PyinfraFleet:
     def __init__(self, state):
         self.state = state
+        # Hosts whose SSH connection failed: the next command opens a new one first, so
+        # a dropped connection does not also cost the steps that would put the host
+        # back on its old release.
+        self.broken: set[str] = set()
 
     def _host(self, name: str):
         host = self.state.inventory.get_host(name)
@@ -34,10 +38,12 @@ class PyinfraFleet:
         # prints it last.
         wrapped = f"( {command} ); echo {EXIT_MARKER}$?"
         try:
-            _, output = self._host(host).run_shell_command(
-                StringCommand(wrapped), _sudo=sudo, _timeout=600
-            )
+            target = self._host(host)
+            if host in self.broken:
+                self._reconnect(target)
+            _, output = target.run_shell_command(StringCommand(wrapped), _sudo=sudo, _timeout=600)
         except Exception as error:  # SSH dropped, host gone: the engine decides what next
+            self.broken.add(host)
             return CommandResult(None, "", f"{type(error).__name__}: {error}")
         stdout = output.stdout
         match = None
@@ -46,6 +52,14 @@ class PyinfraFleet:
         if match is None:
             return CommandResult(None, stdout, output.stderr)
         return CommandResult(int(match.group(1)), EXIT_LINE.sub("", stdout).strip(), output.stderr)
+
+    def _reconnect(self, target) -> None:
+        client = getattr(target.connector, "client", None)
+        if client is not None:
+            client.close()
+        target.connector.connect()
+        self.broken.discard(target.name)
+        self.log(f"{target.name}: reconnected")
 
     def parallel(self, calls: list[Callable[[], T]]) -> list[T]:
         if len(calls) == 1:
