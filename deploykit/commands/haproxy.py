@@ -96,8 +96,9 @@ def observe_server(socket: str, backend: str, server: str, window_s: float) -> s
     """Count what a server answered during a window: responses, 5xx, retried requests.
 
     A request HAProxy replayed on another server (retry-on 500) never shows its client
-    an error; it still counts here, so a new release that fails under real traffic is
-    caught even while no user sees it fail."""
+    an error, nor counts among this server's responses (hrsp_*): it counts as a retry
+    (wretr). Reading both catches a release that fails under real traffic even while
+    no user sees it fail."""
     total = " + ".join(f"${field}" for field in SHOW_STAT_RESPONSES)
     counters = (
         f"{runtime_api(socket, 'show stat')}"

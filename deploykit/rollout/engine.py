@@ -321,26 +321,27 @@ class RollingDeploy:
         command = haproxy_commands.observe_server(
             settings.admin_socket, settings.backend, host, settings.canary_observe_s
         )
-        responses = failures = 0
+        attempts = failures = 0
         for lb, result in self._on_every_lb(command):
             if not result.ok:
                 raise SwapFailed(f"canary gate could not read {lb}'s counters: {result.reason()}")
-            seen, errors, retries = haproxy_commands.parse_observation(result.stdout)
-            responses += seen
-            # A 5xx that HAProxy replayed elsewhere counts once, as a retry or an error.
-            failures += max(errors, retries)
+            responses, errors, retries = haproxy_commands.parse_observation(result.stdout)
+            # A 5xx that HAProxy replayed on another server (retry-on) is counted as a
+            # retry, not as a response: it is an attempt that failed all the same.
+            attempts += responses + retries
+            failures += errors + retries
         report.waited_s += settings.canary_observe_s
-        if responses == 0:
+        if attempts == 0:
             self.fleet.log(f"{host}: canary gate saw no traffic in {settings.canary_observe_s:g}s")
             return
-        rate = failures / responses
+        rate = failures / attempts
         self.fleet.log(
-            f"{host}: canary gate: {failures} failed of {responses} responses "
+            f"{host}: canary gate: {failures} failed of {attempts} requests "
             f"in {settings.canary_observe_s:g}s"
         )
         if failures and rate > settings.canary_max_error_rate:
             raise SwapFailed(
-                f"canary gate: {failures} of {responses} responses failed in HAProxy within "
+                f"canary gate: {failures} of {attempts} requests failed in HAProxy within "
                 f"{settings.canary_observe_s:g}s ({rate:.0%}, limit "
                 f"{settings.canary_max_error_rate:.0%})"
             )
