@@ -116,11 +116,13 @@ class HostReport:
 
 
 class RolloutFailed(Exception):
-    def __init__(self, host: str, reason: str, reports: list[HostReport]):
+    def __init__(self, host: str, reason: str, reports: list[HostReport], touched=True):
         super().__init__(f"{host}: {reason}")
         self.host = host
         self.reason = reason
         self.reports = reports
+        # False when the roll stopped before changing this host at all.
+        self.touched = touched
 
 
 class SwapFailed(Exception):
@@ -142,6 +144,9 @@ class RollingDeploy:
         self.lb_hosts = lb_hosts
         self.clock = clock
         self.reports: list[HostReport] = []
+        # Set from a signal handler (Ctrl-C): the host in progress is finished, never
+        # abandoned half-swapped, and the roll stops before the next batch.
+        self.stop_requested = False
 
     # -- the roll ---------------------------------------------------------------------
 
@@ -152,6 +157,14 @@ class RollingDeploy:
             f"{len(batches)} batches: " + " | ".join(", ".join(b) for b in batches)
         )
         for batch in batches:
+            if self.stop_requested:
+                done = ", ".join(r.host for r in self.reports if r.result == "updated") or "none"
+                raise RolloutFailed(
+                    batch[0],
+                    f"interrupted before this host; hosts done (on {self.settings.tag}): {done}",
+                    self.reports,
+                    touched=False,
+                )
             outcomes = self.fleet.parallel([lambda h=h: self._roll_host_safely(h) for h in batch])
             failures = [(host, reason) for host, reason in outcomes if reason]
             if failures:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,15 +192,27 @@ def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
     fleet = PyinfraFleet(state)
     engine = RollingDeploy(fleet, request.settings, request.web_hosts, request.lb_hosts)
     started = time.monotonic()
+
+    def stop_after_this_host(signum, frame):
+        engine.stop_requested = True
+        fleet.log("interrupted: finishing the host in progress, then stopping (again: abort now)")
+        signal.signal(signal.SIGINT, previous_handler)
+
+    previous_handler = signal.signal(signal.SIGINT, stop_after_this_host)
     try:
         reports = engine.run()
     except RolloutFailed as failure:
         write_report(request, failure.reports, time.monotonic() - started, str(failure))
         logger.info(summary_table(failure.reports))
         done = [r.host for r in failure.reports if r.result == "updated"]
+        state_of_host = (
+            f"{failure.host} is back on its previous release and in rotation. "
+            if failure.touched
+            else f"{failure.host} was not touched. "
+        )
         logger.error(
             f"deploykit: ROLL STOPPED at {failure.host}: {failure.reason}. "
-            f"{failure.host} is back on its previous release and in rotation. "
+            + state_of_host
             + (
                 f"Already on {request.settings.tag}: {', '.join(done)}."
                 if done
@@ -207,6 +220,8 @@ def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
             )
         )
         return False
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     write_report(request, reports, time.monotonic() - started, None)
     logger.info(summary_table(reports))
     return True

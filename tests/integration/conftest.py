@@ -13,7 +13,17 @@ from .sandbox_world import REPO_ROOT, World, pyinfra, sandbox_cli
 TOPOLOGY = {"SANDBOX_WEB": "3", "SANDBOX_LB": "1", "SANDBOX_JOB": "1", "SANDBOX_DB": "1"}
 
 
+# The modules share one sandbox and run in this order: provisioning first, the plain
+# rolls, the faults, then the second load balancer (which grows the sandbox).
+MODULE_ORDER = ["test_provision", "test_rolling_deploy", "test_faults", "test_two_load_balancers"]
+
+
 def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
+
+    items.sort(key=lambda item: rank(item) if "integration" in str(item.fspath) else -1)
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)

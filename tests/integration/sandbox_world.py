@@ -11,10 +11,13 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import docker
 
 from bench.harness import (  # noqa: F401  (shared with the demo)
+    PYINFRA,
     REPO_ROOT,
     LoadRun,
     RunResult,
@@ -104,6 +107,15 @@ class World:
         assert code == 0, output
         return dict(line.split(" ", 1) for line in output.splitlines() if line.strip())
 
+    def wait_for_ssh(self, name: str, timeout: float = 120) -> None:
+        """After a host container (re)starts: until the deploy user can log in."""
+        wait_for(
+            lambda: self.ssh(name, "systemctl is-system-running --wait").returncode in (0, 1),
+            timeout=timeout,
+            interval=1,
+            what=f"{name} to boot",
+        )
+
     def can_connect(self, source: str, target: str, port: int) -> bool:
         """From inside host `source`, open TCP to `target`'s private address."""
         code, _ = self.sh(
@@ -111,3 +123,43 @@ class World:
             f"timeout 3 bash -c 'exec 3<>/dev/tcp/{self.ip(target)}/{port}' 2>/dev/null",
         )
         return code == 0
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+class BackgroundPyinfra:
+    """A pyinfra run in the background, for faults injected while it works."""
+
+    def __init__(self, *args: str):
+        self.log = Path(f"/tmp/deploykit-bg-{os.getpid()}-{id(self)}.log")
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [PYINFRA, "-y", *args], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def wait(self, timeout: float = 900) -> RunResult:
+        self.process.wait(timeout=timeout)
+        output = self.log.read_text()
+        self.log.unlink()
+        return RunResult(self.process.returncode, output)
+
+
+def copy_sandbox_inventory(folder: Path, extra: str = "") -> Path:
+    """inventories/sandbox.py in another folder (beside a group_data of the test's own),
+    with `extra` appended, such as `web = []`."""
+    text = (REPO_ROOT / "inventories" / "sandbox.py").read_text()
+    text = text.replace(
+        'Path(__file__).resolve().parent.parent / ".sandbox"', f'Path("{REPO_ROOT}/.sandbox")'
+    )
+    path = folder / "sandbox.py"
+    path.write_text(text + extra)
+    return path

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .sandbox_world import REPO_ROOT, pyinfra
+from .sandbox_world import copy_sandbox_inventory, pyinfra
 
 
 def test_bootstrap_and_provision_succeed_in_one_run_each(first_runs):
@@ -119,7 +119,7 @@ def test_firewall_survives_a_reboot(fleet, listeners):
 
 
 def test_typo_in_group_data_stops_before_any_change(fleet, tmp_path):
-    inventory = _copy_inventory(tmp_path)
+    inventory = copy_sandbox_inventory(tmp_path)
     (tmp_path / "group_data").mkdir()
     (tmp_path / "group_data" / "web.py").write_text('docker_log_max_sizee = "5m"\n')
     run = pyinfra(str(inventory), "deploys/provision.py")
@@ -130,20 +130,8 @@ def test_typo_in_group_data_stops_before_any_change(fleet, tmp_path):
 
 
 def test_empty_web_group_stops_before_any_change(fleet, tmp_path):
-    inventory = _copy_inventory(tmp_path, drop_groups=("web",))
+    inventory = copy_sandbox_inventory(tmp_path, extra="\nweb = []\n")
     run = pyinfra(str(inventory), "deploys/provision.py")
     assert run.returncode != 0
     assert f"{inventory}: no hosts in group 'web'; this deploy needs it" in run.output
     assert "Starting operation" not in run.output
-
-
-def _copy_inventory(folder, drop_groups=()):
-    text = (REPO_ROOT / "inventories" / "sandbox.py").read_text()
-    text = text.replace(
-        'Path(__file__).resolve().parent.parent / ".sandbox"', f'Path("{REPO_ROOT}/.sandbox")'
-    )
-    for group in drop_groups:
-        text += f"\n{group} = []\n"
-    path = folder / "sandbox.py"
-    path.write_text(text)
-    return path

@@ -351,10 +351,14 @@ def test_observe_server_exact_command():
 def test_observe_server_reports_what_the_server_answered_during_the_window(lb):
     from deploykit.commands.haproxy import observe_server, parse_observation
 
-    lb.show_stat("\n".join([HEADER, counters_row("web2", 900, 9, 0),
-                            counters_row("web1", 100, 2, 1)]), poll=1)
-    lb.show_stat("\n".join([HEADER, counters_row("web2", 990, 90, 0),
-                            counters_row("web1", 250, 40, 30)]), poll=2)
+    lb.show_stat(
+        "\n".join([HEADER, counters_row("web2", 900, 9, 0), counters_row("web1", 100, 2, 1)]),
+        poll=1,
+    )
+    lb.show_stat(
+        "\n".join([HEADER, counters_row("web2", 990, 90, 0), counters_row("web1", 250, 40, 30)]),
+        poll=2,
+    )
     result = lb.run(observe_server(SOCKET, "web", "web1", 0.2))
     assert result.returncode == 0, result.stderr
     # web1: (250 + 40) - (100 + 2) responses, 38 of them 5xx, 29 retried elsewhere.

@@ -238,8 +238,9 @@ def test_a_host_left_half_done_is_swapped_again_and_the_leftovers_removed():
     assert not fleet.stray  # the interrupted roll's app was removed
 
 
-GATED = RolloutSettings(**{**SETTINGS.__dict__, "canary_observe_s": 5.0,
-                           "canary_max_error_rate": 0.01})
+GATED = RolloutSettings(
+    **{**SETTINGS.__dict__, "canary_observe_s": 5.0, "canary_max_error_rate": 0.01}
+)
 
 
 def test_canary_gate_watches_only_the_first_host_then_retires_the_old_pair():
@@ -247,8 +248,13 @@ def test_canary_gate_watches_only_the_first_host_then_retires_the_old_pair():
     reports = RollingDeploy(fleet, GATED, ["web1", "web2"], ["lb1", "lb2"]).run()
     assert [e for e in fleet.events if e.endswith("observe")] == ["lb1: observe", "lb2: observe"]
     web1 = fleet.events[: fleet.events.index("web1: stop old app") + 1]
-    assert web1[-5:] == ["lb1: ready", "lb2: ready", "lb1: observe", "lb2: observe",
-                         "web1: stop old app"]
+    assert web1[-5:] == [
+        "lb1: ready",
+        "lb2: ready",
+        "lb1: observe",
+        "lb2: observe",
+        "web1: stop old app",
+    ]
     assert reports[0].phases["observe"] >= 0 and reports[0].waited_s >= 5.0
 
 
@@ -261,7 +267,7 @@ def test_canary_failing_in_haproxy_goes_back_to_the_old_pair_and_stops_the_roll(
     assert "canary gate: 37 of 237 requests failed in HAProxy within 5s (16%, limit 1%)" in (
         failure.value.reason
     )
-    tail = fleet.events[fleet.events.index("lb1: observe"):]
+    tail = fleet.events[fleet.events.index("lb1: observe") :]
     assert tail == [
         "lb1: observe",
         "lb1: drain",  # out of rotation before its containers change
@@ -287,3 +293,25 @@ def test_canary_without_traffic_passes_and_says_so():
     fleet.observation["web1"] = "responses=0 errors=0 retries=0"
     RollingDeploy(fleet, GATED, ["web1"], ["lb1"]).run()
     assert any("canary gate saw no traffic" in m for m in fleet.messages)
+
+
+class InterruptingFleet(FakeFleet):
+    """Ctrl-C arrives while web1 is being swapped."""
+
+    engine = None
+
+    def run(self, host, command, sudo=False):
+        if host == "web1" and self.classify(command) == "check app":
+            self.engine.stop_requested = True
+        return super().run(host, command, sudo)
+
+
+def test_interrupt_finishes_the_host_in_progress_then_stops():
+    fleet = InterruptingFleet({"web1": "v1", "web2": "v1"})
+    engine = RollingDeploy(fleet, SETTINGS, ["web1", "web2"], ["lb1"])
+    fleet.engine = engine
+    with pytest.raises(RolloutFailed) as failure:
+        engine.run()
+    assert fleet.events == expected_swap("web1")  # web1 completed, web2 never touched
+    assert (failure.value.host, failure.value.touched) == ("web2", False)
+    assert failure.value.reason == "interrupted before this host; hosts done (on v2): web1"
