@@ -104,6 +104,25 @@ def remove(*names: str) -> str:
     return "docker rm --force --volumes " + " ".join(q(name) for name in names)
 
 
+def remove_release(release: str, timeout_s: float = 10) -> str:
+    """Remove every container of a release, and keep at it until no `docker run` for it
+    is still in flight: after a dropped SSH connection, the interrupted `docker run`
+    can finish creating its container after a first removal."""
+    label = f"{RELEASE_LABEL}={release}"
+    # The [e] keeps pgrep from matching this very script's own command line.
+    in_flight = q(f"{RELEASE_LABEL[:-1]}[{RELEASE_LABEL[-1]}]={release}")
+    rounds = max(1, int(timeout_s / 0.25))
+    return (
+        f"for attempt in $(seq {rounds}); do "
+        f"ids=$(docker ps -aq --filter label={q(label)}); "
+        f'[ -z "$ids" ] || docker rm --force --volumes $ids >/dev/null; '
+        f"if ! pgrep -f -- {in_flight} >/dev/null && "
+        f'[ -z "$(docker ps -aq --filter label={q(label)})" ]; then exit 0; fi; '
+        f"sleep 0.25; done; echo {q(f'containers of release {release} keep coming back')} >&2; "
+        "exit 1"
+    )
+
+
 def start_existing(name: str) -> str:
     return f"docker start {q(name)}"
 

@@ -317,9 +317,8 @@ class RollingDeploy:
         return HostContainers.parse(result.stdout)
 
     def _remove(self, host: str, releases: list[Release]) -> None:
-        names = [name for r in releases for name in (r.pair.nginx, r.pair.app)]
-        if names:
-            self.fleet.run(host, docker_commands.remove(*names))
+        for release in releases:
+            self.fleet.run(host, docker_commands.remove_release(release.pair.release))
 
     def _observes(self, host: str) -> bool:
         settings = self.settings
@@ -403,7 +402,7 @@ class RollingDeploy:
     def _restore_old_pair(self, host: str, new: Pair, old: Pair | None, report: HostReport):
         """Back to the old pair, serving, and back in rotation."""
         self.fleet.log(f"{host}: new pair failed; returning to {old.tag if old else 'nothing'}")
-        self.fleet.run(host, docker_commands.remove(new.nginx, new.app))
+        self.fleet.run(host, docker_commands.remove_release(new.release))
         if old is None:
             self._enable_everywhere(host, report, quiet=True)
             return

@@ -93,7 +93,9 @@ def test_web_host_dies_while_another_is_swapped(healthy_fleet):
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL])
-def test_deploy_killed_while_a_host_is_drained_is_repaired_by_the_next_run(healthy_fleet, signal_number):
+def test_deploy_killed_while_a_host_is_drained_is_repaired_by_the_next_run(
+    healthy_fleet, signal_number
+):
     fleet = healthy_fleet
     target = other_tag(fleet)
     with LoadRun(URLS) as load:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .sandbox_world import LoadRun, World, pyinfra, sandbox_cli
+from .sandbox_world import BackgroundPyinfra, LoadRun, World, pyinfra, sandbox_cli, wait_for
 
 BOTH_LBS = ["http://127.0.0.1:8080/", "http://127.0.0.1:8081/", "https://127.0.0.1:8444/"]
 
@@ -45,3 +45,34 @@ def test_roll_under_load_on_both_lbs_fails_no_request(two_lbs):
     assert all(two_lbs.running_tag(name) == target for name in two_lbs.hosts("web"))
     for lb in ("lb1", "lb2"):
         assert set(two_lbs.server_states(lb).values()) == {"UP"}
+
+
+def test_restarted_lb_comes_back_with_its_server_states(two_lbs):
+    socket = "socat stdio unix-connect:/run/haproxy/admin.sock"
+    two_lbs.sh("lb2", f"echo 'set server web/web2 state drain' | {socket}")
+    code, output = two_lbs.sh("lb2", "systemctl restart haproxy")
+    assert code == 0, output
+    assert two_lbs.server_states("lb2")["web2"] == "DRAIN"
+    two_lbs.sh("lb2", f"echo 'set server web/web2 state ready' | {socket}")
+    wait_for(lambda: two_lbs.server_states("lb2")["web2"] == "UP", what="web2 UP on lb2")
+
+
+def test_lb_restart_mid_roll_the_other_lb_keeps_serving(two_lbs):
+    fleet = two_lbs
+    target = "v2" if fleet.running_tag("web1") == "v1" else "v1"
+    args = ["inventories/sandbox.py", "deploys/web.py", "--data", f"image_tag={target}"]
+    with LoadRun(["http://127.0.0.1:8080/", "https://127.0.0.1:8443/"]) as lb1_load:
+        roll = BackgroundPyinfra(*args)
+        wait_for(lambda: fleet.server_states("lb2").get("web2") == "MAINT", what="web2 drained")
+        code, output = fleet.sh("lb2", "systemctl restart haproxy")
+        assert code == 0, output
+        run = roll.wait()
+    lb1_load.assert_no_failed_request()
+    if run.returncode != 0:
+        # The restart caught the roll talking to lb2: it stopped, naming the host.
+        assert "ROLL STOPPED at web" in run.output, run.output[-3000:]
+        rerun = pyinfra(*args)
+        assert rerun.returncode == 0, rerun.output[-4000:]
+    assert all(fleet.running_tag(name) == target for name in fleet.hosts("web"))
+    for lb in ("lb1", "lb2"):
+        assert set(fleet.server_states(lb).values()) == {"UP"}, lb

@@ -325,3 +325,52 @@ def test_wait_http_ok_passes_a_url_with_shell_characters_verbatim(host):
     result = host.run(wait_http_ok(url, 5))
     assert result.returncode == 0, result.stderr
     assert host.calls("curl") == [f"[-s][-o][/dev/null][-m][2][-w][%{{http_code}}][{url}]"]
+
+
+def test_remove_release_exact_command():
+    from deploykit.commands.docker import remove_release
+
+    assert remove_release("v2-20261126", timeout_s=1) == (
+        "for attempt in $(seq 4); do"
+        " ids=$(docker ps -aq --filter label=io.deploykit.release=v2-20261126);"
+        ' [ -z "$ids" ] || docker rm --force --volumes $ids >/dev/null;'
+        " if ! pgrep -f -- 'io.deploykit.releas[e]=v2-20261126' >/dev/null &&"
+        ' [ -z "$(docker ps -aq --filter label=io.deploykit.release=v2-20261126)" ]; then exit 0; fi;'
+        " sleep 0.25; done; echo 'containers of release v2-20261126 keep coming back' >&2; exit 1"
+    )
+
+
+def test_remove_release_waits_for_an_interrupted_docker_run_to_finish(tmp_path):
+    """A `docker run` still in flight (pgrep finds it) creates its container after the
+    first removal: the loop removes it again once the run is over."""
+    from deploykit.commands.docker import remove_release
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        'ps) cat "$STUB/containers" 2>/dev/null ;;\n'
+        'rm) shift 3; echo "$@" >> "$STUB/removed"; : > "$STUB/containers" ;;\n'
+        "esac\n"
+    )
+    # The in-flight run: seen twice by pgrep, then it finishes by creating a container.
+    (bin_dir / "pgrep").write_text(
+        "#!/bin/sh\n"
+        'n=$(( $(cat "$STUB/pgrep" 2>/dev/null || echo 0) + 1 )); echo $n > "$STUB/pgrep"\n'
+        "if [ $n -le 2 ]; then exit 0; fi\n"
+        'if [ $n -eq 3 ]; then echo late1 > "$STUB/containers"; exit 0; fi\n'
+        "exit 1\n"
+    )
+    for tool in ("docker", "pgrep"):
+        (bin_dir / tool).chmod(0o755)
+    (tmp_path / "containers").write_text("first1\n")
+    result = subprocess.run(
+        ["sh", "-c", remove_release("v2-1", timeout_s=5)],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "removed").read_text().split() == ["first1", "late1"]

@@ -54,7 +54,8 @@ class FakeFleet:
             (r"docker stop --time \d+ app-", "stop old app"),
             (r"docker start app-", "restart old app"),
             (r"docker start nginx-", "restart old nginx"),
-            (r"docker rm --force --volumes nginx-v2", "remove new pair"),
+            (r"releas\[e\]=v2-", "remove new pair"),
+            (r"releas\[e\]=", "remove"),
             (r"docker stop --time \d+ app-.*docker rm", "stop old app"),
             (r"docker rm", "remove"),
             (r">> /var/lib/deploykit/releases.*docker image ls", "record and prune"),
@@ -225,7 +226,7 @@ class InterruptedFleet(FakeFleet):
         result = super().run(host, command, sudo)
         if host == "web1" and self.events[-1] == "web1: list" and self.stray:
             result.stdout = f"app v2 {self.STRAY} running\n" + result.stdout
-        if f"app-{self.STRAY}" in command and "docker rm" in command:
+        if f"releas[e]={self.STRAY}" in command:
             self.stray = False
         return result
 
