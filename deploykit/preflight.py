@@ -6,7 +6,10 @@ so they run for the first host only and stop the run for all of them.
 
 from __future__ import annotations
 
-from pyinfra import inventory, logger, state
+from typing import NoReturn
+
+from pyinfra import inventory, state
+from pyinfra.api.exceptions import PyinfraError
 
 from .config import (
     ConfigError,
@@ -38,8 +41,11 @@ def preflight(required_groups: tuple[str, ...] = ()) -> None:
         refuse(errors)
 
 
-def refuse(errors: list[str]) -> None:
+class DeployRefused(PyinfraError):
+    """Bad input found while planning; pyinfra prints it without a traceback."""
+
+
+def refuse(errors: list[str]) -> NoReturn:
     """Stop the whole run during planning: no operation has run on any host yet."""
     listing = "\n  ".join(errors)
-    logger.error(f"deploykit: refusing to run, nothing was changed:\n  {listing}")
-    raise SystemExit(2)
+    raise DeployRefused(f"deploykit: refusing to run, nothing was changed:\n  {listing}")

@@ -4,6 +4,7 @@ Hosts answer SSH on ports published on 127.0.0.1; ``private_ip`` is each host's
 address on the sandbox network, the one other hosts and the firewall see.
 """
 
+from deploykit.limits import check_limit
 import json
 from pathlib import Path
 
@@ -39,3 +40,5 @@ lb = _hosts("lb")
 web = _hosts("web")
 job = _hosts("job")
 db = _hosts("db")
+
+check_limit({"lb": lb, "web": web, "job": job, "db": db}, __file__)

@@ -3,6 +3,8 @@
 Each host is reached on its public address and talks to the others on ``private_ip``.
 """
 
+from deploykit.limits import check_limit
+
 lb = [("lb1.staging.example.com", {"ssh_hostname": "192.0.2.10", "private_ip": "10.0.0.10"})]
 
 web = [
@@ -13,3 +15,5 @@ web = [
 job = [("job1.staging.example.com", {"ssh_hostname": "192.0.2.31", "private_ip": "10.0.0.31"})]
 
 db = [("db1.staging.example.com", {"ssh_hostname": "192.0.2.41", "private_ip": "10.0.0.41"})]
+
+check_limit({"lb": lb, "web": web, "job": job, "db": db}, __file__)

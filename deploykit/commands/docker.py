@@ -109,8 +109,9 @@ def remove_release(release: str, timeout_s: float = 10) -> str:
     is still in flight: after a dropped SSH connection, the interrupted `docker run`
     can finish creating its container after a first removal."""
     label = f"{RELEASE_LABEL}={release}"
-    # The [e] keeps pgrep from matching this very script's own command line.
-    in_flight = q(f"{RELEASE_LABEL[:-1]}[{RELEASE_LABEL[-1]}]={release}")
+    # A `docker run` of this release still running. The [r] keeps pgrep from matching
+    # this very script, whose command line holds the label too.
+    in_flight = q(f"docke[r] run .*{RELEASE_LABEL}={release}")
     rounds = max(1, int(timeout_s / 0.25))
     return (
         f"for attempt in $(seq {rounds}); do "

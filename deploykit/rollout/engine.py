@@ -400,22 +400,27 @@ class RollingDeploy:
         return result
 
     def _restore_old_pair(self, host: str, new: Pair, old: Pair | None, report: HostReport):
-        """Back to the old pair, serving, and back in rotation."""
+        """Back to the old pair, serving, and back in rotation. Each step is reported
+        when it fails: the operator must know if the host is not really restored."""
         self.fleet.log(f"{host}: new pair failed; returning to {old.tag if old else 'nothing'}")
-        self.fleet.run(host, docker_commands.remove_release(new.release))
-        if old is None:
-            self._enable_everywhere(host, report, quiet=True)
-            return
-        self.fleet.run(host, docker_commands.start_existing(old.app))
-        self.fleet.run(host, docker_commands.start_existing(old.nginx))
-        self.fleet.run(
-            host,
-            docker_commands.wait_http_ok(
-                f"http://127.0.0.1:{self.settings.publish_port}/up",
-                self.settings.health_timeout_s,
-                container=old.nginx,
-            ),
-        )
+        steps = [("remove the new pair", docker_commands.remove_release(new.release))]
+        if old is not None:
+            steps += [
+                ("start the old app", docker_commands.start_existing(old.app)),
+                ("start the old nginx", docker_commands.start_existing(old.nginx)),
+                (
+                    "check the old pair",
+                    docker_commands.wait_http_ok(
+                        f"http://127.0.0.1:{self.settings.publish_port}/up",
+                        self.settings.health_timeout_s,
+                        container=old.nginx,
+                    ),
+                ),
+            ]
+        for what, command in steps:
+            result = self.fleet.run(host, command)
+            if not result.ok:
+                self.fleet.log(f"{host}: while restoring, could not {what}: {result.reason()}")
         self._enable_everywhere(host, report, quiet=True)
 
     def _retire(self, host: str, old: Pair | None, report: HostReport) -> None:

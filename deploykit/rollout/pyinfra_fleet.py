@@ -50,6 +50,8 @@ class PyinfraFleet:
         for match in EXIT_LINE.finditer(stdout):
             pass
         if match is None:
+            # The command never finished: the connection went away under it.
+            self.broken.add(host)
             return CommandResult(None, stdout, output.stderr)
         return CommandResult(int(match.group(1)), EXIT_LINE.sub("", stdout).strip(), output.stderr)
 

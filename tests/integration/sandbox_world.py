@@ -97,6 +97,15 @@ class World:
         assert code == 0 and len(tags) <= 1, (name, output)
         return tags[0] if tags else None
 
+    def set_server_state(self, lb: str, server: str, state: str) -> None:
+        """Drive HAProxy's runtime API on `lb` directly, as an operator would."""
+        code, output = self.sh(
+            lb,
+            f"echo 'set server web/{server} state {state}'"
+            " | socat stdio unix-connect:/run/haproxy/admin.sock",
+        )
+        assert code == 0 and not output.strip(), output
+
     def server_states(self, lb: str = "lb1") -> dict[str, str]:
         """HAProxy's view: server -> status (UP, DOWN, DRAIN, MAINT...)."""
         code, output = self.sh(

@@ -22,7 +22,6 @@ from .sandbox_world import (
 )
 
 URLS = ["http://127.0.0.1:8080/", "https://127.0.0.1:8443/"]
-SOCKET = "socat stdio unix-connect:/run/haproxy/admin.sock"
 
 
 def deploy_args(tag: str, *extra: str) -> list[str]:
@@ -185,9 +184,12 @@ def test_haproxy_reload_during_a_drain_keeps_the_server_drained(healthy_fleet):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--limit", "web9"], "web9"),
-        (["--data", "image_tag=v2", "--data", "rollout_batch_size=0"], "batch size '0'"),
-        (["--data", "image_tag=v2", "--data", "rollout_batch_size=150%"], "batch size '150%'"),
+        (["--limit", "web9"], "--limit 'web9' matches no host or group"),
+        (["--data", "image_tag=v2", "--data", "rollout_batch_size=0"], "batch size 0 must be"),
+        (
+            ["--data", "image_tag=v2", "--data", "rollout_batch_size=150%"],
+            "batch size '150%' must be above 0% and at most 100%",
+        ),
         (["--data", "image_tag=v2:latest"], "image tag 'v2:latest' is not a valid Docker tag"),
         (["--data", "image_tagg=v2"], "--data image_tagg: unknown key"),
     ],

@@ -115,13 +115,12 @@ def test_haproxy_config_change_under_load_fails_no_request(on_v1):
 
 def test_reload_keeps_a_drained_server_drained(on_v1):
     fleet = on_v1
-    socket = "socat stdio unix-connect:/run/haproxy/admin.sock"
-    fleet.sh("lb1", f"echo 'set server web/web2 state drain' | {socket}")
+    fleet.set_server_state("lb1", "web2", "drain")
     assert fleet.server_states()["web2"] == "DRAIN"
     code, output = fleet.sh("lb1", "systemctl reload haproxy")
     assert code == 0, output
     assert fleet.server_states()["web2"] == "DRAIN"
-    fleet.sh("lb1", f"echo 'set server web/web2 state ready' | {socket}")
+    fleet.set_server_state("lb1", "web2", "ready")
 
 
 def test_invalid_haproxy_config_is_never_installed(on_v1):

@@ -48,12 +48,11 @@ def test_roll_under_load_on_both_lbs_fails_no_request(two_lbs):
 
 
 def test_restarted_lb_comes_back_with_its_server_states(two_lbs):
-    socket = "socat stdio unix-connect:/run/haproxy/admin.sock"
-    two_lbs.sh("lb2", f"echo 'set server web/web2 state drain' | {socket}")
+    two_lbs.set_server_state("lb2", "web2", "drain")
     code, output = two_lbs.sh("lb2", "systemctl restart haproxy")
     assert code == 0, output
     assert two_lbs.server_states("lb2")["web2"] == "DRAIN"
-    two_lbs.sh("lb2", f"echo 'set server web/web2 state ready' | {socket}")
+    two_lbs.set_server_state("lb2", "web2", "ready")
     wait_for(lambda: two_lbs.server_states("lb2")["web2"] == "UP", what="web2 UP on lb2")
 
 

@@ -334,7 +334,7 @@ def test_remove_release_exact_command():
         "for attempt in $(seq 4); do"
         " ids=$(docker ps -aq --filter label=io.deploykit.release=v2-20261126);"
         ' [ -z "$ids" ] || docker rm --force --volumes $ids >/dev/null;'
-        " if ! pgrep -f -- 'io.deploykit.releas[e]=v2-20261126' >/dev/null &&"
+        " if ! pgrep -f -- 'docke[r] run .*io.deploykit.release=v2-20261126' >/dev/null &&"
         ' [ -z "$(docker ps -aq --filter label=io.deploykit.release=v2-20261126)" ]; then exit 0; fi;'
         " sleep 0.25; done; echo 'containers of release v2-20261126 keep coming back' >&2; exit 1"
     )
@@ -374,3 +374,22 @@ def test_remove_release_waits_for_an_interrupted_docker_run_to_finish(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "removed").read_text().split() == ["first1", "late1"]
+
+
+def test_remove_release_does_not_mistake_its_own_shell_for_a_docker_run(tmp_path):
+    """Run through `sh -c`, as pyinfra and sshd do: the script's own command line holds
+    the release label, and the real pgrep must not count it as a run in flight."""
+    from deploykit.commands.docker import remove_release
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "docker").chmod(0o755)
+    result = subprocess.run(
+        ["sh", "-c", remove_release("v2-1", timeout_s=1)],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert (result.returncode, result.stderr) == (0, "")

@@ -54,8 +54,8 @@ class FakeFleet:
             (r"docker stop --time \d+ app-", "stop old app"),
             (r"docker start app-", "restart old app"),
             (r"docker start nginx-", "restart old nginx"),
-            (r"releas\[e\]=v2-", "remove new pair"),
-            (r"releas\[e\]=", "remove"),
+            (r"docke\[r\] run .*release=v2-", "remove new pair"),
+            (r"docke\[r\] run", "remove"),
             (r"docker stop --time \d+ app-.*docker rm", "stop old app"),
             (r"docker rm", "remove"),
             (r">> /var/lib/deploykit/releases.*docker image ls", "record and prune"),
@@ -226,7 +226,7 @@ class InterruptedFleet(FakeFleet):
         result = super().run(host, command, sudo)
         if host == "web1" and self.events[-1] == "web1: list" and self.stray:
             result.stdout = f"app v2 {self.STRAY} running\n" + result.stdout
-        if f"releas[e]={self.STRAY}" in command:
+        if f"release={self.STRAY}" in command and "docke[r] run" in command:
             self.stray = False
         return result
 
