@@ -89,12 +89,15 @@ class Schema:
         return None
 
 
+ALL_DEFAULTS = Schema.build().defaults
+
+
 def knob(data, key: str):
     """A setting as a host sees it: its data, else the documented default. For code that
     runs outside the component's @deploy (whose data_defaults apply only inside it)."""
     value = data.get(key)
     if value is None:
-        return Schema.build().defaults[key]
+        return ALL_DEFAULTS[key]
     return value
 
 
