@@ -73,7 +73,13 @@ class HaproxyServers(FactBase):
     def command(self, socket: str, backend: str) -> str:
         from .commands.haproxy import show_servers
 
-        return f"test -S {shlex.quote(socket)} && {show_servers(socket, backend)} || true"
+        # Right after a reload (a provision run just before) the new worker may not have
+        # bound the socket yet: ask again for a few seconds before calling it absent.
+        return (
+            "for attempt in $(seq 20); do "
+            f"out=$({show_servers(socket, backend)} 2>/dev/null); "
+            '[ -n "$out" ] && { echo "$out"; break; }; sleep 0.25; done; true'
+        )
 
     def process(self, output):
         from .commands.haproxy import parse_show_servers

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gevent.lock import RLock
 from pyinfra import inventory, logger, state
 
 from ..config import knob
@@ -29,6 +30,10 @@ class RolloutRequest:
 
 
 _requests: dict[int, RolloutRequest] = {}
+# pyinfra loads the deploy file for every host at once, in greenlets: without the lock,
+# each would run the fleet-wide checks, and the LB's SSH connection would get more
+# simultaneous sessions than sshd allows (MaxSessions 10).
+_planning = RLock()
 
 
 def active_web_hosts() -> list:
@@ -37,8 +42,13 @@ def active_web_hosts() -> list:
 
 def rollout_request(tag: str | None = None) -> RolloutRequest:
     """The roll to `tag` (default: --data image_tag), computed and checked once per run."""
-    if id(state) in _requests:
+    with _planning:
+        if id(state) not in _requests:
+            _requests[id(state)] = _plan_rollout(tag)
         return _requests[id(state)]
+
+
+def _plan_rollout(tag: str | None) -> RolloutRequest:
     web_hosts = active_web_hosts()
     if not web_hosts:
         refuse(["--limit leaves no web host to roll"])
@@ -80,14 +90,12 @@ def rollout_request(tag: str | None = None) -> RolloutRequest:
     )
     check_load_balancers(settings, [h.name for h in web_hosts])
     check_registry(first, settings)
-    request = RolloutRequest(
+    return RolloutRequest(
         settings,
         [h.name for h in web_hosts],
         [h.name for h in inventory.get_group("lb")],
         report_file=knob(data, "rollout_report_file"),
     )
-    _requests[id(state)] = request
-    return request
 
 
 def describe_plan(request: RolloutRequest) -> str:
@@ -106,6 +114,11 @@ def describe_plan(request: RolloutRequest) -> str:
         f"{settings.drain_timeout_s:g}s), maint; start app + nginx, health check; "
         f"ready on {lbs} (until UP, at most {settings.readmit_timeout_s:g}s); stop the old pair"
     )
+    if len(request.web_hosts) == 1:
+        lines.append(
+            "  WARNING: one web host only: while it is swapped no server is in rotation and "
+            "requests get 503 for a few seconds; zero downtime needs two or more"
+        )
     if settings.canary_observe_s > 0:
         watched = "every host" if settings.observe_every_host else request.web_hosts[0]
         lines.append(
@@ -172,6 +185,13 @@ def check_registry(first_web_host, settings: RolloutSettings) -> None:
 
 def previous_tag_request() -> RolloutRequest:
     """A roll back to the release before the current one, by the first web host's log."""
+    with _planning:
+        if id(state) not in _requests:
+            _requests[id(state)] = _plan_rollout(_previous_tag())
+        return _requests[id(state)]
+
+
+def _previous_tag() -> str:
     web_hosts = active_web_hosts()
     if not web_hosts:
         refuse(["--limit leaves no web host to roll back"])
@@ -181,7 +201,7 @@ def previous_tag_request() -> RolloutRequest:
     previous = previous_release("\n".join(log), current)
     if previous is None:
         refuse([f"{first.name} has no earlier release to roll back to (release log: {log})"])
-    return rollout_request(tag=previous)
+    return previous
 
 
 def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
