@@ -193,9 +193,15 @@ class Sandbox:
         wanted = topology.hosts()
         wanted_names = {name for name, _ in wanted}
         for container in self._containers(kind="host"):
-            if container.labels.get(f"{SANDBOX_LABEL}.host") not in wanted_names:
+            name = container.labels.get(f"{SANDBOX_LABEL}.host")
+            if name not in wanted_names:
                 log.info("removing %s (not in the topology)", container.name)
                 container.remove(force=True, v=False)
+                # Its Docker volume too: a host added back later must start fresh.
+                for volume in self.docker.volumes.list(
+                    filters={"label": [f"{SANDBOX_LABEL}.host={name}"]}
+                ):
+                    volume.remove(force=True)
         containers = [
             self._ensure_host(name, group, public_key, network.name) for name, group in wanted
         ]
