@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, TypeVar
 
 from ..commands import docker as docker_commands
@@ -197,13 +197,19 @@ class RollingDeploy:
             self.fleet.log(f"{report.host}: rolling back to {report.old_tag}")
             back = RollingDeploy(
                 self.fleet,
-                _replace(self.settings, tag=report.old_tag, run_id=self.settings.run_id + "rb"),
+                replace(self.settings, tag=report.old_tag, run_id=self.settings.run_id + "rb"),
                 [report.host],
                 self.lb_hosts,
                 self.clock,
             )
-            back.roll_host(report.host)
-            report.result = f"rolled back to {report.old_tag}"
+            try:
+                back.roll_host(report.host)
+            except SwapFailed as failure:
+                # It stays on the new release, serving; say so and go on with the others.
+                self.fleet.log(f"{report.host}: rollback to {report.old_tag} failed: {failure}")
+                report.result = f"updated; rollback failed: {failure}"
+            else:
+                report.result = f"rolled back to {report.old_tag}"
             self.reports.extend(back.reports)
 
     def roll_host(self, host: str) -> HostReport:
@@ -502,9 +508,3 @@ def previous_release(release_log_text: str, current_tag: str | None) -> str | No
 
 def _format_phases(phases: dict[str, float]) -> str:
     return ", ".join(f"{name} {seconds:.2f}s" for name, seconds in phases.items())
-
-
-def _replace(settings: RolloutSettings, **changes) -> RolloutSettings:
-    from dataclasses import replace
-
-    return replace(settings, **changes)

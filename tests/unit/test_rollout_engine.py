@@ -317,3 +317,21 @@ def test_interrupt_finishes_the_host_in_progress_then_stops():
     assert fleet.events == [e for e in expected_swap("web1") if not e.startswith("lb2")]
     assert (failure.value.host, failure.value.touched) == ("web2", False)
     assert failure.value.reason == "interrupted before this host; hosts done (on v2): web1"
+
+
+def test_a_rollback_that_fails_is_reported_and_does_not_crash_the_roll():
+    # web2's new pair fails; web1's rollback to v1 then fails its health check too.
+    fleet = FakeFleet({"web1": "v1", "web2": "v1"}, fail={("web2", "check pair"): 3})
+    settings = RolloutSettings(**{**SETTINGS.__dict__, "rollback_on_failure": True})
+    original_run = fleet.run
+
+    def run(host, command, sudo=False):
+        if host == "web1" and "io.deploykit.tag=v1" in command:
+            fleet.fail[("web1", "check app")] = 3
+        return original_run(host, command, sudo)
+
+    fleet.run = run
+    with pytest.raises(RolloutFailed) as failure:
+        RollingDeploy(fleet, settings, ["web1", "web2"], ["lb1"]).run()
+    assert failure.value.host == "web2"
+    assert failure.value.reports[0].result.startswith("updated; rollback failed:")
