@@ -4,9 +4,10 @@ Hosts answer SSH on ports published on 127.0.0.1; ``private_ip`` is each host's
 address on the sandbox network, the one other hosts and the firewall see.
 """
 
-from deploykit.limits import check_limit
 import json
 from pathlib import Path
+
+from deploykit.limits import check_limit
 
 _CLUSTER_FILE = Path(__file__).resolve().parent.parent / ".sandbox" / "cluster.json"
 
