@@ -195,7 +195,10 @@ def test_haproxy_reload_during_a_drain_keeps_the_server_drained(healthy_fleet):
     ],
 )
 def test_bad_input_is_refused_before_any_host_is_touched(healthy_fleet, args, message):
-    run = pyinfra("inventories/sandbox.py", "deploys/web.py", *args)
+    with LoadRun(URLS) as load:
+        run = pyinfra("inventories/sandbox.py", "deploys/web.py", *args)
+    load.assert_no_failed_request()
+    assert set(healthy_fleet.server_states().values()) == {"UP"}
     assert run.returncode != 0
     assert message in run.output
     assert "Starting operation" not in run.output
@@ -205,7 +208,9 @@ def test_malformed_group_data_names_the_file(healthy_fleet, tmp_path):
     inventory = copy_sandbox_inventory(tmp_path)
     (tmp_path / "group_data").mkdir()
     (tmp_path / "group_data" / "web.py").write_text("app_env = {\n")
-    run = pyinfra(str(inventory), "deploys/web.py", "--data", "image_tag=v2")
+    with LoadRun(URLS) as load:
+        run = pyinfra(str(inventory), "deploys/web.py", "--data", "image_tag=v2")
+    load.assert_no_failed_request()
     assert run.returncode != 0
     assert "group_data/web.py" in run.output
     assert "Starting operation" not in run.output
@@ -214,7 +219,9 @@ def test_malformed_group_data_names_the_file(healthy_fleet, tmp_path):
 def test_malformed_inventory_names_the_file(healthy_fleet, tmp_path):
     inventory = tmp_path / "broken.py"
     inventory.write_text("web = [('web1', {'ssh_port': 2211)]\n")
-    run = pyinfra(str(inventory), "deploys/web.py", "--data", "image_tag=v2")
+    with LoadRun(URLS) as load:
+        run = pyinfra(str(inventory), "deploys/web.py", "--data", "image_tag=v2")
+    load.assert_no_failed_request()
     assert run.returncode != 0
     assert "broken.py" in run.output
     assert "Starting operation" not in run.output
@@ -222,7 +229,9 @@ def test_malformed_inventory_names_the_file(healthy_fleet, tmp_path):
 
 def test_empty_web_group_is_refused(healthy_fleet, tmp_path):
     inventory = copy_sandbox_inventory(tmp_path, extra="\nweb = []\n")
-    run = pyinfra(str(inventory), "deploys/web.py", "--data", "image_tag=v2")
+    with LoadRun(URLS) as load:
+        run = pyinfra(str(inventory), "deploys/web.py", "--data", "image_tag=v2")
+    load.assert_no_failed_request()
     assert run.returncode != 0
     assert "no hosts in group 'web'" in run.output
     assert "Starting operation" not in run.output
