@@ -72,3 +72,10 @@ def command_texts(commands) -> list[str]:
         else:
             texts.append(repr(command))
     return texts
+
+
+def waited_ms(stdout: str) -> int:
+    """The one `waited_ms=` a host-side wait script prints."""
+    lines = [line for line in stdout.splitlines() if line.startswith("waited_ms=")]
+    assert len(lines) == 1, stdout
+    return int(lines[0].removeprefix("waited_ms="))

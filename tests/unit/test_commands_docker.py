@@ -24,6 +24,7 @@ from deploykit.commands.docker import (
     wait_http_ok,
 )
 from deploykit.commands.haproxy import TIMED_OUT
+from tests.unit.fakes import waited_ms
 
 PAIR = Pair(release="v2-20240501120000", tag="v2")
 APP_IMAGE = "registry:5000/deploykit/app:v2"
@@ -208,12 +209,6 @@ def host(tmp_path):
             return path.read_text().splitlines() if path.exists() else []
 
     return FakeHost()
-
-
-def waited_ms(stdout: str) -> int:
-    lines = [line for line in stdout.splitlines() if line.startswith("waited_ms=")]
-    assert len(lines) == 1, stdout
-    return int(lines[0].removeprefix("waited_ms="))
 
 
 def test_start_app_reaches_docker_as_separate_arguments(host):

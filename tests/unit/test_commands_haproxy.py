@@ -17,6 +17,7 @@ from deploykit.commands.haproxy import (
     set_server_state,
     show_servers,
 )
+from tests.unit.fakes import waited_ms
 
 SOCKET = "/run/haproxy/admin.sock"
 SHOW_STAT = "echo 'show stat' | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock"
@@ -212,12 +213,6 @@ def lb(tmp_path):
             return int((tmp_path / "polls").read_text())
 
     return FakeLB()
-
-
-def waited_ms(stdout: str) -> int:
-    lines = [line for line in stdout.splitlines() if line.startswith("waited_ms=")]
-    assert len(lines) == 1, stdout
-    return int(lines[0].removeprefix("waited_ms="))
 
 
 def test_runtime_api_gives_socat_the_command_on_stdin_and_one_socket_argument(lb):
