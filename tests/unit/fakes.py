@@ -7,6 +7,7 @@ commands it yields, or the no-op message it leaves.
 
 from __future__ import annotations
 
+import subprocess
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -79,3 +80,24 @@ def waited_ms(stdout: str) -> int:
     lines = [line for line in stdout.splitlines() if line.startswith("waited_ms=")]
     assert len(lines) == 1, stdout
     return int(lines[0].removeprefix("waited_ms="))
+
+
+def install_stubs(folder, tools: dict[str, str]):
+    """Fake executables (name -> script text) in folder/bin; returns that folder."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in tools.items():
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def run_with_stubs(script: str, bin_dir, stub_dir) -> subprocess.CompletedProcess:
+    """Run a generated script with `sh -c`, as pyinfra does, the stubs first on PATH."""
+    return subprocess.run(
+        ["sh", "-c", script],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_DIR": str(stub_dir)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )

@@ -24,7 +24,7 @@ from deploykit.commands.docker import (
     wait_http_ok,
 )
 from deploykit.commands.haproxy import TIMED_OUT
-from tests.unit.fakes import waited_ms
+from tests.unit.fakes import install_stubs, run_with_stubs, waited_ms
 
 PAIR = Pair(release="v2-20240501120000", tag="v2")
 APP_IMAGE = "registry:5000/deploykit/app:v2"
@@ -185,24 +185,14 @@ if [ -f "$STUB_DIR/code.$n" ]; then cat "$STUB_DIR/code.$n"; else cat "$STUB_DIR
 def host(tmp_path):
     """A fake web host: `docker` and `curl` on PATH (the real docker is not), canned
     answers, recorded calls."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in (("docker", FAKE_DOCKER), ("curl", FAKE_CURL)):
-        (bin_dir / name).write_text(body)
-        (bin_dir / name).chmod(0o755)
+    bin_dir = install_stubs(tmp_path, {"docker": FAKE_DOCKER, "curl": FAKE_CURL})
 
     class FakeHost:
         def answer(self, name: str, text: str):
             (tmp_path / name).write_text(text)
 
         def run(self, script: str) -> subprocess.CompletedProcess:
-            return subprocess.run(
-                ["sh", "-c", script],
-                env={"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_DIR": str(tmp_path)},
-                capture_output=True,
-                text=True,
-                timeout=20,
-            )
+            return run_with_stubs(script, bin_dir, tmp_path)
 
         def calls(self, name: str) -> list[str]:
             path = tmp_path / f"{name}.calls"

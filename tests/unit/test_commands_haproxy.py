@@ -17,7 +17,7 @@ from deploykit.commands.haproxy import (
     set_server_state,
     show_servers,
 )
-from tests.unit.fakes import waited_ms
+from tests.unit.fakes import install_stubs, run_with_stubs, waited_ms
 
 SOCKET = "/run/haproxy/admin.sock"
 SHOW_STAT = "echo 'show stat' | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock"
@@ -174,11 +174,7 @@ def show_stat(web1_scur: int, web1_status: str) -> str:
 @pytest.fixture
 def lb(tmp_path):
     """A fake load balancer: `socat` on PATH, canned `show stat`, recorded requests."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    socat = bin_dir / "socat"
-    socat.write_text(FAKE_SOCAT)
-    socat.chmod(0o755)
+    bin_dir = install_stubs(tmp_path, {"socat": FAKE_SOCAT})
 
     class FakeLB:
         def show_stat(self, text: str, poll: int | None = None):
@@ -191,13 +187,7 @@ def lb(tmp_path):
             (tmp_path / "unknown").write_text("")
 
         def run(self, script: str) -> subprocess.CompletedProcess:
-            return subprocess.run(
-                ["sh", "-c", script],
-                env={"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_DIR": str(tmp_path)},
-                capture_output=True,
-                text=True,
-                timeout=20,
-            )
+            return run_with_stubs(script, bin_dir, tmp_path)
 
         @property
         def requests(self) -> list[str]:
