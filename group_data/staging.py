@@ -3,3 +3,6 @@
 app_image = "registry.example.com/acme/app"
 app_nginx_image = "registry.example.com/acme/nginx:1"
 haproxy_redirect_https = True
+
+# Encrypted by git-crypt; `git-crypt unlock` before deploying (README: Secrets).
+app_secrets_file = "secrets/staging.env"

@@ -11,6 +11,7 @@ which ``inventories/sandbox.py`` reads.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -28,6 +29,7 @@ from docker.models.containers import Container
 from docker.types import EndpointConfig
 
 from .images import HOST_IMAGE, REGISTRY_IMAGE, SANDBOX_LABEL, ensure_images
+from .secrets import ensure_secrets_file
 from .tls import ensure_self_signed_pem
 
 log = logging.getLogger("sandbox")
@@ -38,6 +40,7 @@ STATE_FILE = STATE_DIR / "cluster.json"
 KEY_FILE = STATE_DIR / "id_ed25519"
 KNOWN_HOSTS_FILE = STATE_DIR / "known_hosts"
 TLS_PEM_FILE = STATE_DIR / "tls" / "haproxy.pem"
+SECRETS_FILE = STATE_DIR / "secrets.env"
 
 NETWORK = "deploykit-sandbox"
 PREFIX = "deploykit-sandbox-"
@@ -140,6 +143,11 @@ def ensure_ssh_key() -> str:
     return KEY_FILE.with_suffix(".pub").read_text()
 
 
+def key_id(public_key: str) -> str:
+    """Which sandbox key a host was created to trust (a label on its container)."""
+    return hashlib.sha256(public_key.strip().encode()).hexdigest()[:16]
+
+
 def _authorized_keys_tar(public_key: str) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
@@ -188,6 +196,7 @@ class Sandbox:
         ensure_images(self.docker, rebuild=rebuild)
         public_key = ensure_ssh_key()
         ensure_self_signed_pem(TLS_PEM_FILE)
+        ensure_secrets_file(SECRETS_FILE)
         network = _ensure_network(self.docker)
         self._ensure_registry(network.name)
         wanted = topology.hosts()
@@ -196,12 +205,7 @@ class Sandbox:
             name = container.labels.get(f"{SANDBOX_LABEL}.host")
             if name not in wanted_names:
                 log.info("removing %s (not in the topology)", container.name)
-                container.remove(force=True, v=False)
-                # Its Docker volume too: a host added back later must start fresh.
-                for volume in self.docker.volumes.list(
-                    filters={"label": [f"{SANDBOX_LABEL}.host={name}"]}
-                ):
-                    volume.remove(force=True)
+                self._remove_host(container, name)
         containers = [
             self._ensure_host(name, group, public_key, network.name) for name, group in wanted
         ]
@@ -241,16 +245,28 @@ class Sandbox:
             container = self.docker.containers.get(container_name)
         except docker.errors.NotFound:
             return self._create_host(name, group, public_key, network)
+        if container.labels.get(f"{SANDBOX_LABEL}.key") != key_id(public_key):
+            # Created for another key (another clone's .sandbox, or a key deleted since):
+            # nothing here could log in to it, so it starts again as a fresh host.
+            log.info("recreating %s (it trusts another sandbox key)", container_name)
+            self._remove_host(container, name)
+            return self._create_host(name, group, public_key, network)
         if container.status != "running":
             container.start()
         return container
+
+    def _remove_host(self, container: Container, name: str) -> None:
+        container.remove(force=True, v=False)
+        # Its Docker volume too: a host added back later must start fresh.
+        for volume in self.docker.volumes.list(filters={"label": [f"{SANDBOX_LABEL}.host={name}"]}):
+            volume.remove(force=True)
 
     def _create_host(self, name: str, group: str, public_key: str, network: str) -> Container:
         volume = self.docker.volumes.create(f"{PREFIX}{name}-docker", labels=labels(host=name))
         options = dict(
             name=PREFIX + name,
             hostname=name,
-            labels=labels(kind="host", host=name, group=group),
+            labels=labels(kind="host", host=name, group=group, key=key_id(public_key)),
             network=network,
             # The alias lets hosts find each other by name, as on a private LAN.
             networking_config={network: EndpointConfig("1.41", aliases=[name])},
@@ -333,6 +349,7 @@ class Sandbox:
             "ssh_key": str(KEY_FILE),
             "known_hosts": str(KNOWN_HOSTS_FILE),
             "tls_pem": str(TLS_PEM_FILE),
+            "secrets_file": str(SECRETS_FILE),
             "registry": {
                 "from_hosts": f"{REGISTRY_ALIAS}:{REGISTRY_PORT}",
                 "from_here": f"127.0.0.1:{REGISTRY_PORT}",

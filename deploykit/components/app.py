@@ -24,6 +24,9 @@ DEFAULTS = {
     "app_env_file": "/etc/deploykit/app.env",
     # Plain (non-secret) environment for the app.
     "app_env": {},
+    # Dotenv file of secrets, relative to the repository, encrypted by git-crypt
+    # (README: Secrets). Its values reach hosts only inside private files.
+    "app_secrets_file": "",
     # The tags a host has run, oldest first: rollback reads it.
     "app_release_log": "/var/lib/deploykit/releases",
 }

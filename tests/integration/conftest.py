@@ -29,9 +29,17 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
+# For developing one test module against a sandbox that is already bootstrapped and
+# provisioned: DEPLOYKIT_REUSE_SANDBOX=1 pytest tests/integration/test_x.py. CI never
+# sets it, so the full suite always starts from fresh hosts.
+REUSE_SANDBOX = os.environ.get("DEPLOYKIT_REUSE_SANDBOX") == "1"
+
+
 @pytest.fixture(scope="session")
 def fresh_sandbox():
     """Fresh hosts, as new VMs: nothing from an earlier run survives."""
+    if REUSE_SANDBOX:
+        return World()
     sandbox_cli("down")
     sandbox_cli("up", env=TOPOLOGY)
     for key, value in TOPOLOGY.items():
@@ -42,6 +50,8 @@ def fresh_sandbox():
 @pytest.fixture(scope="session")
 def first_runs(fresh_sandbox):
     """Bootstrap once as root, then provision twice as deploy; every output is kept."""
+    if REUSE_SANDBOX:
+        return {}
     runs = {
         "bootstrap": pyinfra("inventories/sandbox.py", "deploys/bootstrap.py", "--user", "root"),
         "bootstrap_again": pyinfra(
@@ -64,6 +74,8 @@ def fleet(fresh_sandbox, first_runs):
 @pytest.fixture(scope="session")
 def on_v1(fleet):
     """Images in the sandbox registry, and every web host serving v1."""
+    if REUSE_SANDBOX and all(fleet.running_tag(n) == "v1" for n in fleet.hosts("web")):
+        return fleet
     built = subprocess.run(["make", "-s", "images"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert built.returncode == 0, built.stdout + built.stderr
     run = pyinfra("inventories/sandbox.py", "deploys/web.py", "--data", "image_tag=v1")
