@@ -15,6 +15,7 @@ from ..config import knob
 from ..facts import HaproxyServers, RegistryTagStatus, ReleaseLog, RunningAppTag, manifest_url
 from ..preflight import refuse
 from .engine import RollingDeploy, RolloutFailed, RolloutSettings, previous_release
+from .lock import report_outcome, take_deploy_lock
 from .plan import PlanError, check_tag, plan_batches
 from .pyinfra_fleet import PyinfraFleet
 from .report import summary_table
@@ -44,11 +45,11 @@ def rollout_request(tag: str | None = None) -> RolloutRequest:
     """The roll to `tag` (default: --data image_tag), computed and checked once per run."""
     with _planning:
         if id(state) not in _requests:
-            _requests[id(state)] = _plan_rollout(tag)
+            _requests[id(state)] = _plan_rollout(tag, action="deploy")
         return _requests[id(state)]
 
 
-def _plan_rollout(tag: str | None) -> RolloutRequest:
+def _plan_rollout(tag: str | None, action: str) -> RolloutRequest:
     web_hosts = active_web_hosts()
     if not web_hosts:
         refuse(["--limit leaves no web host to roll"])
@@ -90,6 +91,8 @@ def _plan_rollout(tag: str | None) -> RolloutRequest:
     )
     check_load_balancers(settings, [h.name for h in web_hosts])
     check_registry(first, settings)
+    # Last of the checks: a refused run must not leave a lock behind it.
+    take_deploy_lock(action, tag, [h.name for h in web_hosts])
     return RolloutRequest(
         settings,
         [h.name for h in web_hosts],
@@ -187,7 +190,7 @@ def previous_tag_request() -> RolloutRequest:
     """A roll back to the release before the current one, by the first web host's log."""
     with _planning:
         if id(state) not in _requests:
-            _requests[id(state)] = _plan_rollout(_previous_tag())
+            _requests[id(state)] = _plan_rollout(_previous_tag(), action="rollback")
         return _requests[id(state)]
 
 
@@ -223,6 +226,7 @@ def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
         reports = engine.run()
     except RolloutFailed as failure:
         write_report(request, failure.reports, time.monotonic() - started, str(failure))
+        report_outcome(result="failed", stopped_at=failure.host, reason=failure.reason)
         logger.info(summary_table(failure.reports))
         done = [r.host for r in failure.reports if r.result == "updated"]
         state_of_host = (
@@ -243,6 +247,7 @@ def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     write_report(request, reports, time.monotonic() - started, None)
+    report_outcome(result="succeeded")
     logger.info(summary_table(reports))
     return True
 

@@ -24,4 +24,9 @@ DEFAULTS = {
     "rollout_observe_every_host": False,
     # On the machine running pyinfra: write the roll's per-host report here as JSON.
     "rollout_report_file": "",
+    # The deploy lock, on the first host of group "lb": held by a deploy, rollback, job
+    # roll or one-off while it runs. Release a stale one with deploys/unlock.py.
+    "deploy_lock_file": "/var/lib/deploykit/deploy.lock",
+    # On the same host: one JSON line per deploy, rollback, job roll, one-off and unlock.
+    "deploy_audit_log": "/var/log/deploykit/audit.log",
 }

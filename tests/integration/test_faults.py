@@ -108,6 +108,16 @@ def test_deploy_killed_while_a_host_is_drained_is_repaired_by_the_next_run(
             assert "ROLL STOPPED at web3: interrupted before this host" in run.output
             assert "MAINT" not in fleet.server_states().values()
             assert fleet.running_tag("web2") == target
+        else:
+            # A killed deploy cannot give the lock back: the next run refuses, naming
+            # it, until someone releases the lock explicitly.
+            refused = pyinfra(*deploy_args(target))
+            assert refused.returncode != 0
+            assert f"(pid {roll.process.pid})" in refused.output, refused.output[-2000:]
+            assert "another deploy holds the lock on lb1" in refused.output
+            unlock = pyinfra("inventories/sandbox.py", "deploys/unlock.py")
+            assert unlock.returncode == 0, unlock.output[-2000:]
+            assert "released the deploy lock on lb1, held by" in unlock.output
         # The next plain run detects what is half done and repairs it.
         assert_converged(fleet, target)
     load.assert_no_failed_request()

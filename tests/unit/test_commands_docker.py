@@ -320,7 +320,8 @@ def test_remove_release_exact_command():
         " ids=$(docker ps -aq --filter label=io.deploykit.release=v2-20261126);"
         ' [ -z "$ids" ] || docker rm --force --volumes $ids >/dev/null;'
         " if ! pgrep -f -- 'docke[r] run .*io.deploykit.release=v2-20261126' >/dev/null &&"
-        ' [ -z "$(docker ps -aq --filter label=io.deploykit.release=v2-20261126)" ]; then exit 0; fi;'
+        ' [ -z "$(docker ps -aq --filter label=io.deploykit.release=v2-20261126)" ];'
+        " then exit 0; fi;"
         " sleep 0.25; done; echo 'containers of release v2-20261126 keep coming back' >&2; exit 1"
     )
 
