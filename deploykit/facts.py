@@ -86,3 +86,27 @@ class HaproxyServers(FactBase):
 
         text = "\n".join(output)
         return parse_show_servers(text) if text.strip() else None
+
+
+class DeployContainers(FactBase):
+    """Containers the deploys created (by label), as dicts: name, role, tag, status."""
+
+    @staticmethod
+    def default():
+        return []
+
+    def command(self) -> str:
+        return (
+            "docker ps -a --filter label=io.deploykit.role --format "
+            '\'{{.Names}}\t{{.Label "io.deploykit.role"}}\t{{.Label "io.deploykit.tag"}}'
+            "\t{{.Status}}' 2>/dev/null || true"
+        )
+
+    def process(self, output):
+        containers = []
+        for line in output:
+            fields = line.split("\t")
+            if len(fields) == 4:
+                name, role, tag, status = fields
+                containers.append({"name": name, "role": role, "tag": tag, "status": status})
+        return containers

@@ -1,0 +1,65 @@
+"""The fleet at a glance (deploys/status.py): what each app host runs, how HAProxy
+sees it, who holds the deploy lock, and the last deploys. Pure rendering."""
+
+from __future__ import annotations
+
+import json
+
+
+def health_of(status: str) -> str:
+    """Docker's status text -> healthy / unhealthy / starting / running / exited."""
+    for word in ("unhealthy", "healthy", "health: starting"):
+        if f"({word})" in status:
+            return word.replace("health: ", "")
+    return "running" if status.startswith("Up") else status.split(" ")[0].lower() or "-"
+
+
+def host_rows(host: str, containers: list[dict], lb_servers: dict[str, dict | None]) -> list[str]:
+    """One line per running container of `host`, with its server on each LB."""
+    on_lbs = []
+    for lb, servers in sorted(lb_servers.items()):
+        if servers is None:
+            on_lbs.append(f"{lb}: no answer")
+        elif host in servers:
+            status, sessions = servers[host]
+            on_lbs.append(f"{lb}: {status} {sessions} sess")
+    running = [c for c in containers or [] if c["status"].startswith("Up")]
+    if not running:
+        return [f"  {host:<10} {'-':<8} {'(no app container)':<20} {'; '.join(on_lbs)}".rstrip()]
+    return [
+        f"  {host:<10} {c['role']:<8} {c['tag'] or '-':<10} {health_of(c['status']):<9} "
+        f"{'; '.join(on_lbs) if c['role'] == 'app' else ''}".rstrip()
+        for c in sorted(running, key=lambda c: c["role"])
+    ]
+
+
+def audit_rows(lines: list[str]) -> list[str]:
+    rows = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            rows.append(f"  {line}")
+            continue
+        what = " ".join(str(entry.get(k, "")) for k in ("action", "tag")).strip()
+        if entry.get("event") == "unlocked":
+            what = f"unlock (was: {entry.get('released', '?')})"
+        result = entry.get("result") or entry.get("event", "")
+        reason = f" ({entry['reason']})" if entry.get("reason") else ""
+        rows.append(
+            f"  {entry.get('at', '?')}  {entry.get('who', '?'):<20} {what:<16} {result}{reason}"
+        )
+    return rows
+
+
+def render_status(rows: list[str], lock_holder: str, audit_lines: list[str], lock_host: str) -> str:
+    lines = [
+        "",
+        "deploykit: status",
+        f"  {'host':<10} {'role':<8} {'tag':<10} {'health':<9} load balancers",
+    ]
+    lines += rows
+    lines.append(f"deploy lock on {lock_host}: {lock_holder or 'free'}")
+    lines.append(f"last deploys (audit log on {lock_host}):")
+    lines += audit_rows(audit_lines) or ["  (none yet)"]
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""The fleet at a glance; changes nothing.
+
+    pyinfra inventories/sandbox.py deploys/status.py
+
+For each web and job host: the running containers' tags and health, and the state of
+the host's server on every load balancer with its current sessions; then who holds
+the deploy lock and the last entries of the audit log.
+"""
+
+from pyinfra import host, inventory, logger
+
+from deploykit.commands import lock as lock_commands
+from deploykit.config import knob
+from deploykit.facts import DeployContainers, HaproxyServers
+from deploykit.preflight import preflight
+from deploykit.rollout.lock import describe_holder, lock_host, run_on
+from deploykit.status import host_rows, render_status
+
+AUDIT_LINES = 10
+
+preflight(required_groups=("lb",))
+
+if host.name == inventory.get_group("lb")[0].name:
+    lbs = inventory.get_group("lb")
+    lb_servers = {
+        lb.name: lb.get_fact(
+            HaproxyServers,
+            socket=knob(lb.data, "haproxy_admin_socket"),
+            backend=knob(lb.data, "haproxy_backend"),
+        )
+        for lb in lbs
+    }
+    rows = []
+    for group in ("web", "job"):
+        for app_host in inventory.get_group(group, default=[]) or []:
+            rows += host_rows(app_host.name, app_host.get_fact(DeployContainers), lb_servers)
+    first_lb = lock_host()
+    _, holder = run_on(first_lb, lock_commands.show(knob(first_lb.data, "deploy_lock_file")))
+    _, audit = run_on(
+        first_lb, lock_commands.audit_tail(knob(first_lb.data, "deploy_audit_log"), AUDIT_LINES)
+    )
+    logger.info(
+        render_status(
+            rows,
+            describe_holder(holder) if holder else "",
+            [line for line in audit.splitlines() if line.strip()],
+            first_lb.name,
+        )
+    )
+    # A report, not a deploy: stop here, before pyinfra asks to confirm zero changes.
+    raise SystemExit(0)
