@@ -6,6 +6,7 @@ pyinfra inventories/staging.py deploys/provision.py --dry --diff
 
 from pyinfra import host
 
+from deploykit.components.central_logging import central_logging
 from deploykit.components.common import common
 from deploykit.components.docker import docker
 from deploykit.components.haproxy import haproxy
@@ -17,8 +18,11 @@ preflight(required_groups=("lb", "web"))
 common()
 hardening()
 
-if {"web", "job"} & set(host.groups):
+runs_containers = bool({"web", "job"} & set(host.groups))
+if runs_containers:
     docker()
 
 if "lb" in host.groups:
     haproxy()
+
+central_logging(container_logs=runs_containers)

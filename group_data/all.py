@@ -11,4 +11,6 @@ hardening_firewall_matrix = {
     "lb": {"80/tcp": ["any"], "443/tcp": ["any"]},
     "web": {"80/tcp": ["lb"]},
     "db": {"5432/tcp": ["web", "job"], "6379/tcp": ["web", "job"]},
+    # Central logging: every host sends its logs to the log host.
+    "logs": {"514/tcp": ["lb", "web", "job", "db", "logs"]},
 }

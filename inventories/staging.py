@@ -16,4 +16,6 @@ job = [("job1.staging.example.com", {"ssh_hostname": "192.0.2.31", "private_ip":
 
 db = [("db1.staging.example.com", {"ssh_hostname": "192.0.2.41", "private_ip": "10.0.0.41"})]
 
-check_limit({"lb": lb, "web": web, "job": job, "db": db}, __file__)
+logs = [("logs1.staging.example.com", {"ssh_hostname": "192.0.2.51", "private_ip": "10.0.0.51"})]
+
+check_limit({"lb": lb, "web": web, "job": job, "db": db, "logs": logs}, __file__)
