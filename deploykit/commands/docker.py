@@ -175,6 +175,21 @@ def wait_http_ok(url: str, timeout_s: float, container: str | None = None, poll_
     )
 
 
+# Pulls and image cleanup take this lock on the host, so a cleanup never removes an
+# image a concurrent pull (another deploy's pre-pull, a one-off) is bringing in.
+IMAGES_LOCK = "/var/lib/deploykit/images.lock"
+
+
+def with_images_lock(command: str, wait_s: int = 600) -> str:
+    return f"flock --wait {int(wait_s)} {IMAGES_LOCK} sh -c {q(command)}"
+
+
+def prune_dangling_images() -> str:
+    """Untagged images no container uses; Docker never removes a container or a volume
+    here, nor an image any container (running or not) was created from."""
+    return "docker image prune --force >/dev/null"
+
+
 def pull(image: str) -> str:
     return f"docker pull --quiet {q(image)}"
 

@@ -3,12 +3,13 @@
 from . import app, bootstrap, central_logging, common, docker, haproxy, hardening
 
 # Every component's defaults: the settings schema that config.py checks group_data against.
+# Keys are module names; README's settings tables follow this order (bin/settings-doc).
 COMPONENT_DEFAULTS: dict[str, dict] = {
-    "app": app.DEFAULTS,
     "bootstrap": bootstrap.DEFAULTS,
     "common": common.DEFAULTS,
     "hardening": hardening.DEFAULTS,
     "docker": docker.DEFAULTS,
     "haproxy": haproxy.DEFAULTS,
+    "app": app.DEFAULTS,
     "central_logging": central_logging.DEFAULTS,
 }

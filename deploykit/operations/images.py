@@ -6,6 +6,8 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.docker import DockerImage
 
+from ..commands.docker import IMAGES_LOCK
+
 
 @operation()
 def image_pulled(image: str):
@@ -23,4 +25,10 @@ def image_pulled(image: str):
     if host.get_fact(DockerImage, object_id=image):
         host.noop(f"{image} is present")
         return
-    yield StringCommand("docker", "pull", "--quiet", QuoteString(image))
+    # Under the host's images lock: a cleanup never runs while this pull does.
+    yield StringCommand(
+        "flock --wait 600",
+        IMAGES_LOCK,
+        "docker pull --quiet",
+        QuoteString(image),
+    )

@@ -449,7 +449,8 @@ class RollingDeploy:
         self._remove(host, self.inspect(host).others({f"{settings.tag}-{settings.run_id}"}))
         record = record_release(settings.release_log, settings.tag)
         prune = prune_images(settings.app_image, settings.release_log, settings.keep_releases)
-        self.fleet.run(host, f"{record}; ( {prune} )")
+        cleanup = f"( {prune} ); {docker_commands.prune_dangling_images()}"
+        self.fleet.run(host, f"{record}; {docker_commands.with_images_lock(cleanup)}")
 
     # -- timing -----------------------------------------------------------------------
 
