@@ -6,19 +6,22 @@ pyinfra inventories/staging.py deploys/provision.py --dry --diff
 
 from pyinfra import host
 
+from deploykit.components.app import app_env_file
 from deploykit.components.common import common
 from deploykit.components.docker import docker
 from deploykit.components.haproxy import haproxy
 from deploykit.components.hardening import hardening
 from deploykit.preflight import preflight
 
-preflight(required_groups=("lb", "web"))
+preflight(required_groups=("lb", "web"), app_env_groups=("web", "job"))
 
 common()
 hardening()
 
 if {"web", "job"} & set(host.groups):
     docker()
+    # The same image everywhere: web and job hosts differ only by this file.
+    app_env_file()
 
 if "lb" in host.groups:
     haproxy()
