@@ -30,12 +30,13 @@ DEFAULTS = {
     # The environment file given to containers with --env-file; only deploy reads it.
     "app_env_file": "/etc/deploykit/app.env",
     # Plain (non-secret) environment for the app; values may refer to other variables
-    # as ${NAME} or ${NAME:-default}, $$ for a literal $ (README: Secrets).
+    # as ${NAME} or ${NAME:-default}, $$ for a literal $ (README: Configuration and secrets).
     "app_env": {},
     # Dotenv file of secrets, relative to the repository, encrypted by git-crypt
     # (README: Secrets). Its values reach hosts only inside private files.
     "app_secrets_file": "",
-    # The app's declaration of every variable it reads, with types (YAML, README: Secrets).
+    # The app's declaration of every variable it reads, with types (YAML; README:
+    # Configuration and secrets).
     "app_env_spec": "app/Envfile.yml",
     # The tags a host has run, oldest first: rollback reads it.
     "app_release_log": "/var/lib/deploykit/releases",
