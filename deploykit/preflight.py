@@ -11,6 +11,7 @@ from typing import NoReturn
 from pyinfra import inventory, state
 from pyinfra.api.exceptions import PyinfraError
 
+from .appenv import host_app_env
 from .config import (
     ConfigError,
     Schema,
@@ -24,8 +25,13 @@ from .config import (
 _checked_states: set[int] = set()
 
 
-def preflight(required_groups: tuple[str, ...] = ()) -> None:
-    """Stop with one message listing every problem, naming each culprit."""
+def preflight(required_groups: tuple[str, ...] = (), app_env_groups: tuple[str, ...] = ()) -> None:
+    """Stop with one message listing every problem, naming each culprit.
+
+    + required_groups: inventory groups this deploy needs hosts in
+    + app_env_groups: groups whose hosts get the app's env file or start its containers:
+      the final environment of each of their hosts (in --limit) is composed and checked
+    """
     if id(state) in _checked_states:
         return
     _checked_states.add(id(state))
@@ -37,8 +43,25 @@ def preflight(required_groups: tuple[str, ...] = ()) -> None:
     errors += check_overrides(schema, inventory.override_data)
     errors += check_groups(inventory, required_groups)
     errors += check_values(schema, inventory)
+    if not errors:  # composing needs well-typed settings
+        errors += check_app_env(inventory, app_env_groups, state.is_host_in_limit)
     if errors:
         refuse(errors)
+
+
+def check_app_env(inventory, groups: tuple[str, ...], in_limit) -> list[str]:
+    """Each problem of the composed environments once, with the hosts it concerns
+    (``hosts web1, web2: GUNICORN_WORKERS (app_env) must be an int, got 'abc'``)."""
+    hosts_by_problem: dict[str, list[str]] = {}
+    for host in inventory:
+        if not set(groups) & set(host.groups) or not in_limit(host):
+            continue
+        for problem in host_app_env(host, inventory).problems:
+            hosts_by_problem.setdefault(problem, []).append(host.name)
+    return [
+        f"host{'s' if len(names) > 1 else ''} {', '.join(names)}: {problem}"
+        for problem, names in hosts_by_problem.items()
+    ]
 
 
 class DeployRefused(PyinfraError):

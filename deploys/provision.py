@@ -6,6 +6,7 @@ pyinfra inventories/staging.py deploys/provision.py --dry --diff
 
 from pyinfra import host
 
+from deploykit.components.app import app_env_file
 from deploykit.components.central_logging import central_logging
 from deploykit.components.common import common
 from deploykit.components.docker import docker
@@ -13,7 +14,7 @@ from deploykit.components.haproxy import haproxy
 from deploykit.components.hardening import hardening
 from deploykit.preflight import preflight
 
-preflight(required_groups=("lb", "web"))
+preflight(required_groups=("lb", "web"), app_env_groups=("web", "job"))
 
 common()
 hardening()
@@ -21,6 +22,8 @@ hardening()
 runs_containers = bool({"web", "job"} & set(host.groups))
 if runs_containers:
     docker()
+    # The same image everywhere: web and job hosts differ only by this file.
+    app_env_file()
 
 if "lb" in host.groups:
     haproxy()

@@ -11,7 +11,7 @@ from deploykit.components.app import app_host
 from deploykit.preflight import preflight
 from deploykit.rollout.request import previous_tag_request, roll_web_hosts
 
-preflight(required_groups=("lb", "web"))
+preflight(required_groups=("lb", "web"), app_env_groups=("web",))
 request = previous_tag_request()
 
 if host.name in request.web_hosts:

@@ -15,7 +15,7 @@ from deploykit.components.app import app_host
 from deploykit.preflight import preflight
 from deploykit.rollout.request import describe_plan, roll_web_hosts, rollout_request
 
-preflight(required_groups=("lb", "web"))
+preflight(required_groups=("lb", "web"), app_env_groups=("web",))
 request = rollout_request()
 
 if host.name in request.web_hosts:

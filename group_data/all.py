@@ -14,3 +14,19 @@ hardening_firewall_matrix = {
     # Central logging: every host sends its logs to the log host.
     "logs": {"514/tcp": ["lb", "web", "job", "db", "logs"]},
 }
+
+# The app's environment on web and job hosts, beside the secrets file's values; every
+# variable is declared in app/Envfile.yml. ${NAME} refers to another variable: a secret,
+# another entry here, or <GROUP>_HOST, the first host of that inventory group (README:
+# Secrets). A secret inside a URL must be URL-safe (the sandbox's are hex).
+app_env = {
+    "GUNICORN_WORKERS": "2",
+    "GUNICORN_THREADS": "16",
+    "GRACEFUL_TIMEOUT": "30",
+    "DB_USER": "app",
+    "DB_NAME": "app",
+    "DATABASE_URL": (
+        "postgres://${DB_USER}:${DB_PASSWORD}@${DB_HOST}:5432/${DB_NAME}?sslmode=require"
+    ),
+    "REDIS_URL": "redis://:${REDIS_PASSWORD}@${DB_HOST}:6379/0",
+}

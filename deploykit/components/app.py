@@ -1,13 +1,20 @@
 """What a web host needs before its app pair can be swapped: the env file, the network,
-the release log, and the images, pulled ahead of the roll on every host at once."""
+the release log, and the images, pulled ahead of the roll on every host at once.
+
+The env file alone (``app_env_file``) is what every host running the app's image needs,
+web and job hosts alike: provision renders it too, so ``--dry --diff`` shows a change
+of settings or secrets before any deploy. How it is composed: deploykit/appenv.py."""
 
 from __future__ import annotations
 
-from pyinfra import host
+from functools import partial
+
+from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.operations import docker as docker_operations
 from pyinfra.operations import files
 
+from ..appenv import env_file_values, host_app_env
 from ..operations.config_file import config_file, render_template
 from ..operations.images import image_pulled
 
@@ -22,33 +29,57 @@ DEFAULTS = {
     "app_network": "deploykit-app",
     # The environment file given to containers with --env-file; only deploy reads it.
     "app_env_file": "/etc/deploykit/app.env",
-    # Plain (non-secret) environment for the app.
+    # Plain (non-secret) environment for the app; values may refer to other variables
+    # as ${NAME} or ${NAME:-default}, $$ for a literal $ (README: Configuration and secrets).
     "app_env": {},
     # Dotenv file of secrets, relative to the repository, encrypted by git-crypt
     # (README: Secrets). Its values reach hosts only inside private files.
     "app_secrets_file": "",
+    # The app's declaration of every variable it reads, with types (YAML; README:
+    # Configuration and secrets).
+    "app_env_spec": "app/Envfile.yml",
     # The tags a host has run, oldest first: rollback reads it.
     "app_release_log": "/var/lib/deploykit/releases",
 }
 
 
+@deploy("App environment", data_defaults=DEFAULTS)
+def app_env_file() -> None:
+    user = host.data.get("ssh_user") or "deploy"
+    app_env = host_app_env(host, inventory)
+    if app_env.problems:
+        # preflight(app_env_groups=...) has refused already, for every host at once;
+        # this guards a deploy that forgot to ask it.
+        from ..preflight import refuse  # preflight imports config, which imports us
+
+        refuse([f"host {host.name}: {problem}" for problem in app_env.problems])
+    config_file(
+        name="Ensure the app's environment file is current and private to the deploy user",
+        content=render_template("app.env.j2", env=app_env.values),
+        dest=host.data.app_env_file,
+        user=user,
+        group=user,
+        mode=0o600,
+        secrets=app_env.secret_values,
+        old_secrets=partial(_old_secret_values, names=app_env.sensitive_names),
+    )
+
+
+def _old_secret_values(text: str, names: set[str]) -> list[str]:
+    """The secrets the live env file holds, which may differ from the new ones."""
+    return [value for name, value in env_file_values(text).items() if name in names]
+
+
 @deploy("App host", data_defaults=DEFAULTS)
 def app_host(images: list[str]) -> None:
     user = host.data.get("ssh_user") or "deploy"
+    app_env_file()
     files.directory(
         name="Ensure the release log's folder belongs to the deploy user",
         path="/var/lib/deploykit",
         user=user,
         group=user,
         mode="0750",
-    )
-    config_file(
-        name="Ensure the app's environment file is current and private to the deploy user",
-        content=render_template("app.env.j2", env=host.data.app_env),
-        dest=host.data.app_env_file,
-        user=user,
-        group=user,
-        mode=0o600,
     )
     docker_operations.network(
         name=f"Ensure the Docker network {host.data.app_network} exists",

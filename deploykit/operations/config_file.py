@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import shlex
+from collections.abc import Callable
 from io import StringIO
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -19,6 +20,8 @@ from ..paths import TEMPLATES_DIR
 # rename on the same file system and a failed validation leaves the live file alone.
 STAGING_SUFFIX = ".deploykit-new"
 MASK = "********"
+# A secret the live file holds but the new one does not: the diff shows it changed.
+OLD_MASK = "********(old)"
 
 
 def render_template(name: str, **data) -> str:
@@ -33,9 +36,9 @@ def render_template(name: str, **data) -> str:
     return environment.get_template(name).render(**data)
 
 
-def mask_secrets(text: str, secrets: list[str]) -> str:
+def mask_secrets(text: str, secrets: list[str], mask: str = MASK) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, MASK)
+        text = text.replace(secret, mask)
     return text
 
 
@@ -54,6 +57,7 @@ def config_file(
     user: str = "root",
     group: str = "root",
     secrets: list[str] | None = None,
+    old_secrets: Callable[[str], list[str]] | None = None,
 ):
     """
     Install a configuration file only if it differs and passes validation.
@@ -65,6 +69,8 @@ def config_file(
     + user: owner of the file
     + group: group of the file
     + secrets: values never printed by ``--diff``; they show as ********
+    + old_secrets: given the live file's text, the secrets it holds, so that a secret
+      being replaced is not printed either; it shows as ********(old)
 
     **Example:**
 
@@ -100,7 +106,12 @@ def config_file(
         current_lines = [line + "\n" for line in current or []]
         host.log(f"Will {'modify' if remote else 'create'} {dest}", logger.info)
         masked = mask_secrets(content, secrets or [])
-        current_masked = [mask_secrets(line, secrets or []) for line in current_lines]
+        # New secrets first: a line whose secret is unchanged masks the same on both sides.
+        replaced = old_secrets("".join(current_lines)) if old_secrets and current_lines else []
+        current_masked = [
+            mask_secrets(mask_secrets(line, secrets or []), replaced, OLD_MASK)
+            for line in current_lines
+        ]
         for line in generate_color_diff(current_masked, masked.splitlines(keepends=True)):
             logger.info("  %s", line)
         logger.info("")

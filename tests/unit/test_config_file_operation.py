@@ -81,3 +81,39 @@ def test_render_template_fails_on_missing_variable():
     assert render_template("sudoers-deploy.j2", user="deploy").endswith(
         "deploy ALL=(ALL:ALL) NOPASSWD: ALL\n"
     )
+
+
+def test_diff_masks_new_and_replaced_secrets(caplog):
+    from deploykit.operations.config_file import config_file as operation
+    from tests.unit.fakes import fake_context
+
+    dest = "/etc/deploykit/app.env"
+    old = ["A=1", "PASSWORD=old-pw", "URL=pg://u:old-pw@db", "KEY=same-key"]
+    new = "A=2\nPASSWORD=new-pw\nURL=pg://u:new-pw@db\nKEY=same-key\n"
+    host = FakeHost(
+        facts={
+            "File": {dest: {"mode": 600, "user": "deploy", "group": "deploy"}},
+            "Sha1File": {dest: "0" * 40},
+            "FileContents": {dest: old},
+        }
+    )
+    caplog.set_level("INFO")
+    with fake_context(host, diff=True):
+        list(
+            operation._inner(
+                content=new,
+                dest=dest,
+                secrets=["new-pw", "same-key"],
+                old_secrets=lambda text: [
+                    line.split("=", 1)[1] for line in text.splitlines() if "PASSWORD" in line
+                ],
+            )
+        )
+    shown = "\n".join(record.getMessage() for record in caplog.records)
+    for secret in ("old-pw", "new-pw", "same-key"):
+        assert secret not in shown
+    assert "- PASSWORD=********(old)" in shown
+    assert "+ PASSWORD=********" in shown
+    assert "- URL=pg://u:********(old)@db" in shown
+    # An unchanged secret masks the same on both sides: no diff line for it.
+    assert "KEY=********" in shown and "- KEY" not in shown
