@@ -42,7 +42,8 @@ CONTAINER_LOGS = "/var/lib/docker/containers/*/*-json.log"
 # directory Debian's rsyslog.conf sets (imfile keeps its read positions there).
 VALIDATE = (
     "{ echo 'global(workDirectory=\"/var/spool/rsyslog\")'; echo 'include(file=\"'{path}'\")'; }"
-    " > /run/deploykit-rsyslog-check.conf && /usr/sbin/rsyslogd -N1 -f /run/deploykit-rsyslog-check.conf"
+    " > /run/deploykit-rsyslog-check.conf"
+    " && /usr/sbin/rsyslogd -N1 -f /run/deploykit-rsyslog-check.conf"
 )
 
 
