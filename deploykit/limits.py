@@ -22,9 +22,9 @@ def limit_patterns(argv: list[str]) -> list[str]:
     patterns = []
     for index, argument in enumerate(argv):
         if argument == "--limit" and index + 1 < len(argv):
-            patterns.extend(argv[index + 1].split(","))
+            patterns.append(argv[index + 1])
         elif argument.startswith("--limit="):
-            patterns.extend(argument.split("=", 1)[1].split(","))
+            patterns.append(argument.split("=", 1)[1])
     return [pattern for pattern in patterns if pattern]
 
 
@@ -35,7 +35,9 @@ def check_limit(groups: dict[str, list], inventory_file: str, argv: list[str] | 
     names = hosts | set(groups) | {Path(inventory_file).stem}
     for pattern in limit_patterns(sys.argv[1:] if argv is None else argv):
         if not any(fnmatch(name, pattern) for name in names):
+            # pyinfra 3 takes each --limit as one pattern: "web1,job1" matches nothing.
+            hint = "; pyinfra does not split on commas: repeat --limit" if "," in pattern else ""
             raise LimitMatchesNothing(
                 f"--limit {pattern!r} matches no host or group of this inventory "
-                f"(groups: {', '.join(sorted(groups))})"
+                f"(groups: {', '.join(sorted(groups))}){hint}"
             )
