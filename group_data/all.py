@@ -12,7 +12,7 @@ hardening_firewall_matrix = {
     "web": {"80/tcp": ["lb"]},
     "db": {"5432/tcp": ["web", "job"], "6379/tcp": ["web", "job"]},
     # Central logging: every host sends its logs to the log host.
-    "logs": {"514/tcp": ["lb", "web", "job", "db", "logs"]},
+    "logs": {"2514/tcp": ["lb", "web", "job", "db", "logs"]},
 }
 
 # The app's environment on web and job hosts, beside the secrets file's values; every

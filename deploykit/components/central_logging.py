@@ -7,9 +7,10 @@ runs rsyslog as a forwarder:
 
 - container output is read from Docker's own json-file logs, so ``docker logs`` and
   daemon.json's rotation keep working and no container needs another log driver;
-- forwarding goes through a disk-assisted queue: while the log host is down or
-  restarting, lines wait on disk and are sent once it is back, and no container ever
-  blocks on its logging.
+- forwarding speaks RELP (rsyslog's reliable protocol: each line is acknowledged),
+  through a disk-assisted queue: while the log host is down or restarting, lines wait
+  on disk and are sent once it is back. Plain TCP syslog silently loses the lines
+  written into a connection the receiver has already closed.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from ..operations.config_file import config_file, render_template
 DEFAULTS = {
     # The group whose first host receives every host's logs ("" turns forwarding off).
     "logging_group": "logs",
-    # TCP port the log host listens on, on its private address.
-    "logging_port": 514,
+    # RELP port the log host listens on, on its private address.
+    "logging_port": 2514,
     # Where the log host files what it receives: one folder per sending host.
     "logging_remote_dir": "/var/log/deploykit/remote",
     # Days of received logs the log host keeps (rotated daily, compressed).
@@ -62,7 +63,7 @@ def central_logging(container_logs: bool) -> None:
     if receiver is None:
         return
     data = host.data
-    apt.packages(name="Ensure rsyslog is installed", packages=["rsyslog"], no_recommends=True)
+    apt.packages(name="Ensure rsyslog and its RELP modules are installed", packages=["rsyslog", "rsyslog-relp"], no_recommends=True)
     changed = []
     if receiver.name == host.name:
         changed.append(

@@ -148,11 +148,15 @@ def wait_for(predicate, timeout: float = 120, interval: float = 0.1, what: str =
 class BackgroundPyinfra:
     """A pyinfra run in the background, for faults injected while it works."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict | None = None):
         self.log = Path(f"/tmp/deploykit-bg-{os.getpid()}-{id(self)}.log")
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
-                [PYINFRA, "-y", *args], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+                [PYINFRA, "-y", *args],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
 
     def wait(self, timeout: float = 900) -> RunResult:
