@@ -6,6 +6,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from .commands.docker import running_app_tag
+
 MANIFEST_TYPES = ", ".join(
     [
         "application/vnd.docker.distribution.manifest.v2+json",
@@ -56,10 +58,7 @@ class RunningAppTag(FactBase):
     """Tag of the running app container, or None."""
 
     def command(self) -> str:
-        return (
-            "docker ps --filter label=io.deploykit.role=app "
-            "--format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null || true"
-        )
+        return f"{running_app_tag()} 2>/dev/null || true"
 
     def process(self, output):
         tags = [line.strip() for line in output if line.strip()]
