@@ -6,7 +6,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from .commands.docker import running_app_tag
+from .commands.docker import list_accessories, running_app_tag
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -108,4 +108,25 @@ class DeployContainers(FactBase):
             if len(fields) == 4:
                 name, role, tag, status = fields
                 containers.append({"name": name, "role": role, "tag": tag, "status": status})
+        return containers
+
+
+class AccessoryContainers(FactBase):
+    """{container name: (accessory, spec hash, state)} of the host's accessory containers;
+    {} where Docker is not installed yet (a first provision installs it in the same run)."""
+
+    default = dict
+
+    def requires_command(self) -> str:
+        return "docker"
+
+    def command(self) -> str:
+        return f"{list_accessories()} 2>/dev/null || true"
+
+    def process(self, output):
+        containers = {}
+        for line in output:
+            words = line.split()
+            if len(words) == 4:
+                containers[words[0]] = (words[1], words[2], words[3])
         return containers

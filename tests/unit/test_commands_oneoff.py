@@ -1,14 +1,17 @@
-"""One-off and console command lines: exact strings, then the scripts run for
+"""One-off, console and accessory command lines: exact strings, then the scripts run for
 real with `sh -c` against a fake `docker`."""
 
 from __future__ import annotations
 
 from deploykit.commands.docker import (
     console,
+    list_accessories,
     parse_exit_status,
     report_exit_status,
+    run_accessory,
     run_oneoff,
     running_app_tag,
+    stop_and_remove,
 )
 from tests.unit.fakes import install_stubs, run_with_stubs
 
@@ -115,3 +118,34 @@ def test_console_script_without_an_app_says_so(tmp_path):
     assert "no app container runs on this host" in result.stderr
     assert "run" not in (tmp_path / "docker.log").read_text()
 
+
+def test_run_accessory():
+    assert run_accessory(
+        "search",
+        "elasticsearch:8.15.3",
+        spec_hash="0123456789abcdef",
+        env_file="/etc/deploykit/accessories/search.env",
+        ports=["9200:9200", "127.0.0.1:9300:9300"],
+        volumes=["search-data:/usr/share/elasticsearch/data"],
+        command=["bin/elasticsearch", "-E", "x=a b"],
+    ) == (
+        "docker run --detach --name accessory-search --restart unless-stopped"
+        " --env-file /etc/deploykit/accessories/search.env"
+        " --label io.deploykit.accessory=search"
+        " --label io.deploykit.accessory.spec=0123456789abcdef"
+        " --publish 9200:9200 --publish 127.0.0.1:9300:9300"
+        " --volume search-data:/usr/share/elasticsearch/data"
+        " elasticsearch:8.15.3 bin/elasticsearch -E 'x=a b'"
+    )
+
+
+def test_list_accessories_and_stop_and_remove():
+    assert list_accessories() == (
+        "docker ps --all --filter label=io.deploykit.accessory --format"
+        ' \'{{.Names}} {{.Label "io.deploykit.accessory"}}'
+        ' {{.Label "io.deploykit.accessory.spec"}} {{.State}}\''
+    )
+    # No --volumes: a recreated accessory keeps its data.
+    assert stop_and_remove("accessory-search", 30) == (
+        "docker stop --time 30 accessory-search >/dev/null; docker rm --force accessory-search"
+    )
