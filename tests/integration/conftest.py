@@ -19,6 +19,7 @@ MODULE_ORDER = [
     "test_provision",
     "test_secrets",
     "test_rolling_deploy",
+    "test_oneoff",
     "test_faults",
     "test_two_load_balancers",
 ]
