@@ -28,7 +28,13 @@ def migrate() -> int:
         return 0
     import psycopg2  # only with a database: the image has Debian's python3-psycopg2
 
-    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+    try:
+        connection = psycopg2.connect(url, connect_timeout=10)
+    except psycopg2.OperationalError as error:
+        # The message names the server, never the password.
+        print(f"migrate: cannot reach the database: {str(error).strip()}", file=sys.stderr)
+        return 1
+    with connection, connection.cursor() as cursor:
         cursor.execute(
             "CREATE TABLE IF NOT EXISTS deploykit_migrations "
             "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"

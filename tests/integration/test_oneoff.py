@@ -67,11 +67,16 @@ def test_oneoff_runs_on_the_first_web_host_with_its_tag_and_env_file(on_v1):
     fleet = on_v1
     tag = running(fleet)
     run = oneoff(
-        "run", """oneoff_command=sh -c 'echo "version=$APP_VERSION workers=$GUNICORN_WORKERS"'"""
+        "run",
+        "oneoff_command=sh -c '"
+        'echo "version=$APP_VERSION workers=$GUNICORN_WORKERS"; '
+        'test -n "$SECRET_KEY_BASE" && echo "secret=yes"'
+        "'",
     )
     assert run.returncode == 0, run.output[-3000:]
     # The running tag's APP_VERSION, and a variable that only the env file holds.
     assert f"[web1] version={tag} workers=2" in run.output
+    assert "[web1] secret=yes" in run.output
     assert "deploykit: one-off exited with status 0" in run.output
     assert no_oneoff_container_left(fleet, "web1")
     assert fleet.running_tag("web1") == tag
@@ -80,10 +85,22 @@ def test_oneoff_runs_on_the_first_web_host_with_its_tag_and_env_file(on_v1):
 def test_migrate_runs_on_a_chosen_host_with_a_chosen_tag(on_v1, migrate_image):
     fleet = on_v1
     run = oneoff("migrate", "oneoff_host=web2", f"image_tag={migrate_image}")
-    assert run.returncode == 0, run.output[-3000:]
-    assert f"[web2] migrate: app {migrate_image}" in run.output
-    assert "migrations `python3 /app/manage.py migrate` on web2" in run.output
+    assert f"[web2] migrate: app {migrate_image}" in run.output, run.output[-3000:]
     assert "[web1] migrate" not in run.output
+    code, _ = fleet.sh("db1", "systemctl is-active --quiet postgresql")
+    if code == 0:
+        # The env file's DATABASE_URL leads to PostgreSQL on db1: the table is there.
+        assert run.returncode == 0, run.output[-3000:]
+        assert "migrations `python3 /app/manage.py migrate` on web2" in run.output
+        assert "[web2] migrate: 0001_initial" in run.output
+        code, output = fleet.sh(
+            "db1",
+            "runuser -u postgres -- psql -tA -d app -c 'SELECT name FROM deploykit_migrations'",
+        )
+        assert (code, output.strip()) == (0, "0001_initial")
+    else:  # no data tier in this sandbox: the failure is reported as such
+        assert run.returncode != 0
+        assert "migrate: cannot reach the database" in run.output
     assert no_oneoff_container_left(fleet, "web2")
 
 
@@ -223,7 +240,8 @@ def test_console_opens_a_terminal_in_a_container_of_the_running_tag(on_v1):
         [str(REPO_ROOT / "bin" / "console"), "inventories/sandbox.py", "--", "sh"],
         typed=(
             'echo "version=$APP_VERSION"; test -t 0 && echo "tty=yes"; '
-            'echo "workers=$GUNICORN_WORKERS"; exit\n'
+            'echo "workers=$GUNICORN_WORKERS"; test -n "$SECRET_KEY_BASE" && echo "secret=yes"; '
+            "exit\n"
         ),
         prompt=b"$",
     )
@@ -232,6 +250,7 @@ def test_console_opens_a_terminal_in_a_container_of_the_running_tag(on_v1):
     assert f"version={tag}" in lines, screen
     assert "tty=yes" in lines, screen
     assert "workers=2" in lines, screen
+    assert "secret=yes" in lines, screen
     wait_for(lambda: no_oneoff_container_left(fleet, "web1"), timeout=10, what="console removed")
 
 
