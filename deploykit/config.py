@@ -44,10 +44,20 @@ HOST_KEYS = {
 DEPLOY_DEFAULTS: dict[str, object] = {
     # The app image tag deploys/web.py rolls out: --data image_tag=v2
     "image_tag": "",
+    # The command deploys/oneoff/run.py runs once in a container of the app image:
+    # --data oneoff_command='python3 /app/manage.py migrate' (or a JSON list of words).
+    "oneoff_command": "",
+    # Where deploys/oneoff/*.py run (a web or job host); "" is the first web host.
+    "oneoff_host": "",
 }
 
 # Knobs that take more than one type.
-ALLOWED_TYPES: dict[str, tuple[type, ...]] = {"rollout_batch_size": (int, str)}
+ALLOWED_TYPES: dict[str, tuple[type, ...]] = {
+    "rollout_batch_size": (int, str),
+    # A command: a string split into words as a shell would, or the list of words.
+    "oneoff_command": (str, list),
+    "rollout_release_command": (str, list),
+}
 
 
 class ConfigError(Exception):

@@ -6,6 +6,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from .commands.docker import list_accessories, running_app_tag
+
 MANIFEST_TYPES = ", ".join(
     [
         "application/vnd.docker.distribution.manifest.v2+json",
@@ -56,10 +58,7 @@ class RunningAppTag(FactBase):
     """Tag of the running app container, or None."""
 
     def command(self) -> str:
-        return (
-            "docker ps --filter label=io.deploykit.role=app "
-            "--format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null || true"
-        )
+        return f"{running_app_tag()} 2>/dev/null || true"
 
     def process(self, output):
         tags = [line.strip() for line in output if line.strip()]
@@ -109,4 +108,25 @@ class DeployContainers(FactBase):
             if len(fields) == 4:
                 name, role, tag, status = fields
                 containers.append({"name": name, "role": role, "tag": tag, "status": status})
+        return containers
+
+
+class AccessoryContainers(FactBase):
+    """{container name: (accessory, spec hash, state)} of the host's accessory containers;
+    {} where Docker is not installed yet (a first provision installs it in the same run)."""
+
+    default = dict
+
+    def requires_command(self) -> str:
+        return "docker"
+
+    def command(self) -> str:
+        return f"{list_accessories()} 2>/dev/null || true"
+
+    def process(self, output):
+        containers = {}
+        for line in output:
+            words = line.split()
+            if len(words) == 4:
+                containers[words[0]] = (words[1], words[2], words[3])
         return containers

@@ -6,6 +6,7 @@ pyinfra inventories/staging.py deploys/provision.py --dry --diff
 
 from pyinfra import host
 
+from deploykit.components.accessories import accessories, accessories_of, check_accessories
 from deploykit.components.app import app_env_file
 from deploykit.components.central_logging import central_logging
 from deploykit.components.common import common
@@ -15,15 +16,20 @@ from deploykit.components.hardening import hardening
 from deploykit.preflight import preflight
 
 preflight(required_groups=("lb", "web"), app_env_groups=("web", "job"))
+check_accessories()
 
 common()
 hardening()
 
-runs_containers = bool({"web", "job"} & set(host.groups))
+runs_app = bool({"web", "job"} & set(host.groups))
+runs_containers = runs_app or bool(accessories_of(host))
 if runs_containers:
     docker()
+if runs_app:
     # The same image everywhere: web and job hosts differ only by this file.
     app_env_file()
+if runs_containers:
+    accessories()
 
 if "lb" in host.groups:
     haproxy()

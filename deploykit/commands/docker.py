@@ -196,3 +196,142 @@ def pull(image: str) -> str:
 
 def image_exists(image: str) -> str:
     return f"docker image inspect --format '{{{{.Id}}}}' {q(image)} >/dev/null 2>&1"
+
+
+# -- one-off commands and consoles --------------------------------------------------------
+
+# One-off containers carry this label (not ROLE_LABEL: the roll reads every container
+# with a role as part of a release), so `docker ps --filter label=...` finds a stray one.
+ONEOFF_LABEL = f"{LABEL_PREFIX}.oneoff"
+# The line a one-off script prints last, with the command's exit status.
+ONEOFF_EXIT_MARKER = "deploykit: one-off exited with status "
+
+
+def running_app_tag() -> str:
+    """Print the tag of each running app container of the host (none: nothing)."""
+    return f"docker ps --filter label={ROLE_LABEL}=app --format '{{{{.Label \"{TAG_LABEL}\"}}}}'"
+
+
+def run_oneoff(
+    image: str,
+    command: list[str],
+    *,
+    network: str,
+    env_file: str,
+    purpose: str = "oneoff",
+) -> str:
+    """A throwaway container of the app image running `command` (an argv, each word
+    quoted) with the app's env file and network; removed when it exits.
+
+    The environment comes only from the env file: nothing secret is on the command line.
+    """
+    return _run_removed(q(image), command, network, env_file, purpose, [])
+
+
+def _run_removed(
+    image_word: str,
+    command: list[str],
+    network: str,
+    env_file: str,
+    purpose: str,
+    flags: list[str],
+) -> str:
+    parts = ["docker run --rm", *flags]
+    parts += [
+        f"--env-file {q(env_file)}",
+        f"--network {q(network)}",
+        f"--label {q(f'{ONEOFF_LABEL}={purpose}')}",
+        image_word,
+    ]
+    parts.extend(q(arg) for arg in command)
+    return " ".join(parts)
+
+
+def report_exit_status(command: str) -> str:
+    """Run `command`, then print its exit status on a last line of its own and exit with
+    it (pyinfra's connector reports success or failure only)."""
+    return f'{command}; status=$?; echo "{ONEOFF_EXIT_MARKER}$status"; exit $status'
+
+
+def parse_exit_status(output: str) -> int | None:
+    """The status `report_exit_status` printed, or None if the script never got there."""
+    lines = [line for line in output.splitlines() if line.startswith(ONEOFF_EXIT_MARKER)]
+    if not lines:
+        return None
+    return int(lines[-1].removeprefix(ONEOFF_EXIT_MARKER).strip())
+
+
+def console(
+    image_repository: str,
+    command: list[str],
+    *,
+    network: str,
+    env_file: str,
+    tag: str | None = None,
+    tty: bool = True,
+) -> str:
+    """The remote script of `bin/console`: a container of the tag the host runs (or
+    `tag`), attached to the caller's terminal; `exec` so the container gets the signals."""
+    if tag:
+        resolve = ""
+        image = q(f"{image_repository}:{tag}")
+    else:
+        missing = q("deploykit: no app container runs on this host; give --tag TAG")
+        resolve = (
+            f"tag=$({running_app_tag()} 2>/dev/null | tail -n 1); "
+            f'if [ -z "$tag" ]; then echo {missing} >&2; exit 1; fi; '
+        )
+        image = f'{q(image_repository)}:"$tag"'
+    flags = ["--interactive", "--tty"] if tty else ["--interactive"]
+    return f"{resolve}exec {_run_removed(image, command, network, env_file, 'console', flags)}"
+
+
+# -- accessories --------------------------------------------------------------------------
+
+ACCESSORY_LABEL = f"{LABEL_PREFIX}.accessory"
+# A hash of the accessory's declared spec: a different hash means recreate.
+ACCESSORY_SPEC_LABEL = f"{LABEL_PREFIX}.accessory.spec"
+
+
+def accessory_container_name(accessory: str) -> str:
+    return f"accessory-{accessory}"
+
+
+def run_accessory(
+    accessory: str,
+    image: str,
+    *,
+    spec_hash: str,
+    env_file: str,
+    ports: list[str],
+    volumes: list[str],
+    command: list[str],
+) -> str:
+    """A long-running accessory container; its labels name it and its spec's hash."""
+    parts = [
+        "docker run --detach",
+        f"--name {q(accessory_container_name(accessory))}",
+        "--restart unless-stopped",
+        f"--env-file {q(env_file)}",
+        f"--label {q(f'{ACCESSORY_LABEL}={accessory}')}",
+        f"--label {q(f'{ACCESSORY_SPEC_LABEL}={spec_hash}')}",
+    ]
+    parts += [f"--publish {q(mapping)}" for mapping in ports]
+    parts += [f"--volume {q(mapping)}" for mapping in volumes]
+    parts.append(q(image))
+    parts.extend(q(arg) for arg in command)
+    return " ".join(parts)
+
+
+def list_accessories() -> str:
+    """Every accessory container on the host: name, accessory, spec hash, state."""
+    template = (
+        f'{{{{.Names}}}} {{{{.Label "{ACCESSORY_LABEL}"}}}} '
+        f'{{{{.Label "{ACCESSORY_SPEC_LABEL}"}}}} {{{{.State}}}}'
+    )
+    return f"docker ps --all --filter label={ACCESSORY_LABEL} --format {q(template)}"
+
+
+def stop_and_remove(name: str, timeout_s: int) -> str:
+    """Stop gracefully, then remove the container. Named volumes are kept (no --volumes)."""
+    return f"docker stop --time {int(timeout_s)} {q(name)} >/dev/null; docker rm --force {q(name)}"

@@ -1,6 +1,6 @@
 """One @deploy per service, each with documented DEFAULTS that group_data overrides."""
 
-from . import app, bootstrap, central_logging, common, docker, haproxy, hardening
+from . import accessories, app, bootstrap, central_logging, common, docker, haproxy, hardening
 
 # Every component's defaults: the settings schema that config.py checks group_data against.
 # Keys are module names; README's settings tables follow this order (bin/settings-doc).
@@ -12,4 +12,5 @@ COMPONENT_DEFAULTS: dict[str, dict] = {
     "haproxy": haproxy.DEFAULTS,
     "app": app.DEFAULTS,
     "central_logging": central_logging.DEFAULTS,
+    "accessories": accessories.DEFAULTS,
 }

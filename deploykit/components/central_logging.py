@@ -63,7 +63,11 @@ def central_logging(container_logs: bool) -> None:
     if receiver is None:
         return
     data = host.data
-    apt.packages(name="Ensure rsyslog and its RELP modules are installed", packages=["rsyslog", "rsyslog-relp"], no_recommends=True)
+    apt.packages(
+        name="Ensure rsyslog and its RELP modules are installed",
+        packages=["rsyslog", "rsyslog-relp"],
+        no_recommends=True,
+    )
     changed = []
     if receiver.name == host.name:
         changed.append(

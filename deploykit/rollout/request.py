@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pyinfra import inventory, logger, state
 
 from ..config import knob
 from ..facts import HaproxyServers, RegistryTagStatus, ReleaseLog, RunningAppTag, manifest_url
+from ..oneoff import parse_command
 from ..preflight import refuse
 from .engine import RollingDeploy, RolloutFailed, RolloutSettings, previous_release
 from .lock import report_outcome, take_deploy_lock
@@ -28,6 +30,8 @@ class RolloutRequest:
     web_hosts: list[str]
     lb_hosts: list[str]
     report_file: str = ""
+    # rollout_release_command as words; empty: none.
+    release_command: tuple[str, ...] = ()
 
 
 _requests: dict[int, RolloutRequest] = {}
@@ -64,6 +68,13 @@ def _plan_rollout(tag: str | None, action: str) -> RolloutRequest:
     for key in ("app_image", "app_nginx_image"):
         if not data.get(key):
             errors.append(f"{key} is not set (group_data)")
+    release_command, problem = [], None
+    if knob(data, "rollout_release_command"):
+        release_command, problem = parse_command(
+            knob(data, "rollout_release_command"), "rollout_release_command"
+        )
+    if problem:
+        errors.append(problem)
     if errors:
         refuse(errors)
 
@@ -98,6 +109,7 @@ def _plan_rollout(tag: str | None, action: str) -> RolloutRequest:
         [h.name for h in web_hosts],
         [h.name for h in inventory.get_group("lb")],
         report_file=knob(data, "rollout_report_file"),
+        release_command=tuple(release_command),
     )
 
 
@@ -107,6 +119,11 @@ def describe_plan(request: RolloutRequest) -> str:
     batches = plan_batches(request.web_hosts, settings.batch_size)
     lbs = ", ".join(request.lb_hosts)
     lines = [f"deploykit: plan: roll {settings.image} ({len(batches)} batches)"]
+    if request.release_command:
+        lines.append(
+            f"  release command: {shlex.join(request.release_command)} on "
+            f"{request.web_hosts[0]} with {settings.tag}, once, before any host is drained"
+        )
     for number, batch in enumerate(batches, start=1):
         label = "canary" if number == 1 else f"batch {number}"
         for name in batch:

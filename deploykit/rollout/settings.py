@@ -22,6 +22,9 @@ DEFAULTS = {
     "rollout_canary_max_error_rate": 0.01,
     # Watch every host that way, not only the first one.
     "rollout_observe_every_host": False,
+    # Run once before the roll, in a container of the NEW image on the first web host
+    # (e.g. "python3 /app/manage.py migrate"); if it fails, no host is drained. "": none.
+    "rollout_release_command": "",
     # On the machine running pyinfra: write the roll's per-host report here as JSON.
     "rollout_report_file": "",
     # The deploy lock, on the first host of group "lb": held by a deploy, rollback, job

@@ -20,6 +20,7 @@ MODULE_ORDER = [
     "test_secrets",
     "test_rolling_deploy",
     "test_operations",
+    "test_oneoff",
     "test_faults",
     "test_two_load_balancers",
 ]

@@ -1,0 +1,122 @@
+"""One-off commands (migrate, reindex, a data fix): which host, which image, which
+command, decided and checked once while planning, before any host is touched.
+
+The command runs in a throwaway container of the app image on ONE host, with the
+app's env file and network, so it sees exactly what the app sees. The tag is the one
+that host runs (read from its app container), or --data image_tag.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from gevent.lock import RLock
+from pyinfra import inventory, state
+
+from .config import knob
+from .facts import RunningAppTag
+from .preflight import refuse
+from .rollout.plan import PlanError, check_tag
+
+# Groups whose hosts run the app image, with its env file and network.
+APP_GROUPS = ("web", "job")
+
+
+@dataclass(frozen=True)
+class OneoffRequest:
+    host: str
+    image: str
+    command: list[str]
+    network: str
+    env_file: str
+
+
+_requests: dict[int, OneoffRequest] = {}
+# The deploy file runs for every host at once (greenlets): plan once, under a lock.
+_planning = RLock()
+
+
+def parse_command(value, setting: str) -> tuple[list[str], str | None]:
+    """A command given as a string (split as a shell would, no shell features) or as a
+    list of words; (argv, problem)."""
+    if isinstance(value, (list, tuple)):
+        words = [str(word) for word in value]
+    elif isinstance(value, str):
+        try:
+            words = shlex.split(value)
+        except ValueError as error:
+            return [], f"{setting}: cannot split {value!r} into words: {error}"
+    elif value is None:
+        words = []
+    else:
+        return [], f"{setting} must be a string or a list of words, got {value!r}"
+    if not words:
+        return [], f"{setting} is empty: give the command to run, e.g. --data {setting}='...'"
+    return words, None
+
+
+def oneoff_request(command=None) -> OneoffRequest:
+    """The one-off of this run: `command` (default: --data oneoff_command)."""
+    with _planning:
+        if id(state) not in _requests:
+            _requests[id(state)] = _plan_oneoff(command)
+        return _requests[id(state)]
+
+
+def _active(group: str) -> list:
+    return [h for h in inventory.get_group(group, default=[]) or [] if state.is_host_in_limit(h)]
+
+
+def _plan_oneoff(command) -> OneoffRequest:
+    web_hosts = _active("web")
+    # --data (or group_data all.py) sets it for every host: read it from any one.
+    target_name = next(iter(inventory)).data.get("oneoff_host")
+    if not target_name:
+        if not web_hosts:
+            refuse(["no web host in this run (--limit?): name one with --data oneoff_host=HOST"])
+        target_name = web_hosts[0].name
+    target = inventory.get_host(target_name, default=None)
+    if target is None:
+        refuse([f"oneoff_host {target_name!r} is not a host of this inventory"])
+    if not set(APP_GROUPS) & set(target.groups):
+        refuse(
+            [
+                f"oneoff_host {target_name!r} is in neither group web nor job: one-off "
+                "commands run where the app runs, with its env file and network"
+            ]
+        )
+    if not state.is_host_in_limit(target):
+        refuse([f"oneoff_host {target_name!r} is outside --limit"])
+
+    data = target.data
+    errors = []
+    if command is None:
+        command = data.get("oneoff_command")
+    words, problem = parse_command(command, "oneoff_command")
+    if problem:
+        errors.append(problem)
+    if not data.get("app_image"):
+        errors.append("app_image is not set (group_data)")
+    tag = data.get("image_tag") or None
+    if tag:
+        try:
+            tag = check_tag(tag)
+        except PlanError as error:
+            errors.append(str(error))
+    elif not errors:
+        tag = target.get_fact(RunningAppTag)
+        if tag is None:
+            errors.append(
+                f"{target_name} runs no app container, so there is no tag to run: "
+                "give one with --data image_tag=TAG"
+            )
+    if errors:
+        refuse(errors)
+    return OneoffRequest(
+        host=target_name,
+        image=f"{data.app_image}:{tag}",
+        command=words,
+        network=knob(data, "app_network"),
+        env_file=knob(data, "app_env_file"),
+    )
