@@ -86,3 +86,23 @@ class HaproxyServers(FactBase):
 
         text = "\n".join(output)
         return parse_show_servers(text) if text.strip() else None
+
+
+class PostgresRoleState(FactBase):
+    """The app's role and database as PostgreSQL sees them: {"role": {"can_login",
+    "verifier"} or None, "database_owner": name or None}. Both None while the server is
+    not installed or not running."""
+
+    def command(self, role: str, database: str) -> str:
+        from .commands.postgres import psql_query_as_postgres, role_state_query
+
+        return psql_query_as_postgres(role_state_query(role, database))
+
+    @staticmethod
+    def default():
+        return {"role": None, "database_owner": None}
+
+    def process(self, output):
+        from .commands.postgres import parse_role_state
+
+        return parse_role_state(list(output))

@@ -10,6 +10,7 @@ from deploykit.components.common import common
 from deploykit.components.docker import docker
 from deploykit.components.haproxy import haproxy
 from deploykit.components.hardening import hardening
+from deploykit.components.postgres import postgres
 from deploykit.preflight import preflight
 
 preflight(required_groups=("lb", "web"))
@@ -22,3 +23,6 @@ if {"web", "job"} & set(host.groups):
 
 if "lb" in host.groups:
     haproxy()
+
+if "db" in host.groups:
+    postgres()

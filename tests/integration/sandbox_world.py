@@ -7,14 +7,17 @@ containers (the Docker SDK), so a bug in the tool cannot hide itself.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import docker
+import docker.errors
 
 from bench.harness import (  # noqa: F401  (shared with the demo)
     PYINFRA,
@@ -25,6 +28,15 @@ from bench.harness import (  # noqa: F401  (shared with the demo)
 )
 
 CLUSTER_FILE = REPO_ROOT / ".sandbox" / "cluster.json"
+
+# A PostgreSQL client for the tests, run in a host's network namespace (its address,
+# its firewall) without installing anything on the host itself.
+PG_CLIENT_IMAGE = "deploykit/sandbox-pgclient:bookworm"
+PG_CLIENT_DOCKERFILE = """\
+FROM deploykit/sandbox-base:bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client \\
+    && rm -rf /var/lib/apt/lists/*
+"""
 
 
 def sandbox_cli(*args: str, env: dict | None = None) -> str:
@@ -132,6 +144,47 @@ class World:
             f"timeout 3 bash -c 'exec 3<>/dev/tcp/{self.ip(target)}/{port}' 2>/dev/null",
         )
         return code == 0
+
+    def psql(self, source: str, target: str, sql: str, password: str, **options: str):
+        """Run `sql` with psql from inside host `source`'s network namespace against
+        `target`'s private address, as user app; the password goes through a 0600
+        pgpass file, never the command line. Returns (exit code, output)."""
+        _ensure_pg_client_image(self.docker)
+        conninfo = {
+            "host": self.ip(target),
+            "user": "app",
+            "dbname": "app",
+            "sslmode": "require",
+            "connect_timeout": "5",
+            **options,
+        }
+        dsn = " ".join(f"{key}={value}" for key, value in conninfo.items())
+        with tempfile.NamedTemporaryFile("w", prefix="deploykit-pgpass-") as pgpass:
+            os.chmod(pgpass.name, 0o600)
+            pgpass.write(f"*:*:*:*:{password}\n")
+            pgpass.flush()
+            container = self.docker.containers.run(
+                PG_CLIENT_IMAGE,
+                ["psql", dsn, "-X", "-A", "-t", "-c", sql],
+                network_mode=f"container:{self.container(source).name}",
+                volumes={pgpass.name: {"bind": "/pgpass", "mode": "ro"}},
+                environment={"PGPASSFILE": "/pgpass"},
+                detach=True,
+            )
+            try:
+                code = container.wait(timeout=60)["StatusCode"]
+                return code, container.logs().decode(errors="replace")
+            finally:
+                container.remove(force=True)
+
+
+def _ensure_pg_client_image(client) -> None:
+    try:
+        client.images.get(PG_CLIENT_IMAGE)
+    except docker.errors.ImageNotFound:
+        client.images.build(
+            fileobj=io.BytesIO(PG_CLIENT_DOCKERFILE.encode()), tag=PG_CLIENT_IMAGE, rm=True
+        )
 
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.1, what: str = "condition"):
