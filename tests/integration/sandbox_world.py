@@ -7,6 +7,7 @@ containers (the Docker SDK), so a bug in the tool cannot hide itself.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -29,14 +30,17 @@ from bench.harness import (  # noqa: F401  (shared with the demo)
 
 CLUSTER_FILE = REPO_ROOT / ".sandbox" / "cluster.json"
 
-# A PostgreSQL client for the tests, run in a host's network namespace (its address,
-# its firewall) without installing anything on the host itself.
-PG_CLIENT_IMAGE = "deploykit/sandbox-pgclient:bookworm"
+# A PostgreSQL client (psql, and psycopg2 for the app's code) for the tests, run in a
+# host's network namespace (its address, its firewall) without installing anything on
+# the host itself. Tagged by its recipe, so a changed recipe builds a new image.
 PG_CLIENT_DOCKERFILE = """\
 FROM deploykit/sandbox-base:bookworm
 RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client \\
-    && rm -rf /var/lib/apt/lists/*
+    python3-psycopg2 && rm -rf /var/lib/apt/lists/*
 """
+PG_CLIENT_IMAGE = (
+    "deploykit/sandbox-pgclient:" + hashlib.sha256(PG_CLIENT_DOCKERFILE.encode()).hexdigest()[:12]
+)
 
 
 def sandbox_cli(*args: str, env: dict | None = None) -> str:
@@ -149,7 +153,6 @@ class World:
         """Run `sql` with psql from inside host `source`'s network namespace against
         `target`'s private address, as user app; the password goes through a 0600
         pgpass file, never the command line. Returns (exit code, output)."""
-        _ensure_pg_client_image(self.docker)
         conninfo = {
             "host": self.ip(target),
             "user": "app",
@@ -159,16 +162,41 @@ class World:
             **options,
         }
         dsn = " ".join(f"{key}={value}" for key, value in conninfo.items())
-        with tempfile.NamedTemporaryFile("w", prefix="deploykit-pgpass-") as pgpass:
-            os.chmod(pgpass.name, 0o600)
-            pgpass.write(f"*:*:*:*:{password}\n")
-            pgpass.flush()
+        return self.run_pg_client(
+            source,
+            ["psql", dsn, "-X", "-A", "-t", "-c", sql],
+            private_files={"/pgpass": f"*:*:*:*:{password}\n"},
+            environment={"PGPASSFILE": "/pgpass"},
+        )
+
+    def run_pg_client(
+        self,
+        source: str,
+        command: list[str],
+        private_files: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
+        mounts: dict[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """Run `command` in the PostgreSQL client image inside host `source`'s network
+        namespace. `private_files` (container path -> content) are mounted read-only
+        from 0600 files; `mounts` maps container paths to files of this machine."""
+        _ensure_pg_client_image(self.docker)
+        with tempfile.TemporaryDirectory(prefix="deploykit-pgclient-") as folder:
+            volumes = {
+                str(Path(local).resolve()): {"bind": path, "mode": "ro"}
+                for path, local in (mounts or {}).items()
+            }
+            for number, (path, content) in enumerate((private_files or {}).items()):
+                local = Path(folder) / f"private-{number}"
+                local.touch(mode=0o600)
+                local.write_text(content)
+                volumes[str(local)] = {"bind": path, "mode": "ro"}
             container = self.docker.containers.run(
                 PG_CLIENT_IMAGE,
-                ["psql", dsn, "-X", "-A", "-t", "-c", sql],
+                command,
                 network_mode=f"container:{self.container(source).name}",
-                volumes={pgpass.name: {"bind": "/pgpass", "mode": "ro"}},
-                environment={"PGPASSFILE": "/pgpass"},
+                volumes=volumes,
+                environment=environment or {},
                 detach=True,
             )
             try:

@@ -3,6 +3,7 @@ idempotently without its password leaving the deploy machine, dumped and restore
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from deploykit.components.postgres import BACKUP_UNIT, DEFAULTS
 from deploykit.secrets import load_secrets
 
-from .sandbox_world import pyinfra
+from .sandbox_world import REPO_ROOT, pyinfra
 
 SECRETS_FILE = ".sandbox/secrets.env"
 DUMPS = "/var/backups/postgresql"
@@ -63,6 +64,41 @@ def test_app_hosts_connect_over_tls_only(db, password):
     assert "no encryption" in output
     code, output = db.psql("web1", "db1", "SELECT 1", "not-the-password")
     assert code != 0 and 'password authentication failed for user "app"' in output
+
+
+def app_db_endpoint(world, source: str, database_url: str) -> tuple[int, dict]:
+    """GET /db of the example app (this checkout's app/web/webapp.py), run with
+    psycopg2 inside host `source`'s network namespace; DATABASE_URL from a 0600 file."""
+    script = (
+        "import json, webapp\n"
+        "url = open('/run/database-url').read().strip()\n"
+        "environ = {'REQUEST_METHOD': 'GET', 'PATH_INFO': '/db', 'QUERY_STRING': ''}\n"
+        "status = []\n"
+        "body = b''.join(webapp.make_app({'DATABASE_URL': url})(environ, "
+        "lambda s, h: status.append(s)))\n"
+        "print(json.dumps([int(status[0].split()[0]), json.loads(body)]))\n"
+    )
+    code, output = world.run_pg_client(
+        source,
+        ["python3", "-c", script],
+        private_files={"/run/database-url": database_url},
+        environment={"PYTHONPATH": "/app"},
+        mounts={"/app/webapp.py": str(REPO_ROOT / "app" / "web" / "webapp.py")},
+    )
+    assert code == 0, output
+    status, body = json.loads(output.strip().splitlines()[-1])
+    return status, body
+
+
+def test_app_db_endpoint_reports_tls_from_a_web_host(db, password):
+    url = f"postgres://app:{password}@{db.ip('db1')}:5432/app?sslmode=require"
+    status, body = app_db_endpoint(db, "web1", url)
+    assert status == 200, body
+    assert body["ssl"] is True and body["ssl_version"].startswith("TLSv1.")
+    assert body["server_version"].startswith("PostgreSQL 15.")
+    status, body = app_db_endpoint(db, "web1", url.replace("require", "disable"))
+    assert status == 503 and "pg_hba.conf rejects connection" in body["error"]
+    assert password not in json.dumps(body)
 
 
 def test_load_balancer_cannot_reach_postgres(db, password):
