@@ -94,7 +94,7 @@ def describe_database(url: str, connect: Callable[[str], object]) -> tuple[int, 
                 server_version, ssl, ssl_version = cursor.fetchone()
         finally:
             connection.close()
-    except Exception as error:  # any driver or network failure is "unreachable" here
+    except Exception as error:  # noqa: BLE001 - any driver or network failure: unreachable
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         password = re.match(r"[a-z]+://[^:/@]*:([^@]*)@", url)
         if password and password.group(1):

@@ -92,10 +92,10 @@ def listeners(fleet):
     """Real listeners: PostgreSQL on db1:5432 (allowed from web/job; provisioned), a
     throwaway one on db1:8999 (not in the matrix), and web1:80 (allowed from lb only):
     the app's nginx when a release runs there, else a throwaway one."""
-    code, output = fleet.sh("db1", "systemctl is-active postgresql@15-main")
+    _, output = fleet.sh("db1", "systemctl is-active postgresql@15-main")
     assert output.strip() == "active", "provision must have started PostgreSQL on db1"
     start_probe(fleet, "db1", 8999)
-    code, web_listener = fleet.sh("web1", "ss -H -l -t -n 'sport = :80'")
+    _, web_listener = fleet.sh("web1", "ss -H -l -t -n 'sport = :80'")
     web_probe = not web_listener.strip()
     if web_probe:
         start_probe(fleet, "web1", 80)
