@@ -175,6 +175,9 @@ def postgres() -> None:
         user="postgres",
         group="postgres",
         mode=0o640,
+        # No validate: PostgreSQL 15 has no offline check for pg_hba (pg_hba_file_rules
+        # reads the live file). Its lines come from checked settings: identifiers and
+        # IPv4 addresses, refused during planning otherwise.
     )
     restart = server_settings.will_change
     systemd.service(

@@ -130,6 +130,24 @@ def test_second_provision_changes_nothing_and_never_prints_the_password(db, pass
     assert password not in run.output
 
 
+def test_a_pg_hba_change_is_a_reload_not_a_restart(db, password):
+    started = sql_as_postgres(db, "SELECT pg_postmaster_start_time()")[1].strip()
+    try:
+        run = pyinfra(*PROVISION_DB, "--data", 'postgres_client_groups=["web"]')
+        assert run.returncode == 0, run.output[-4000:]
+        code, output = db.psql("job1", "db1", "SELECT 1", password)
+        assert (
+            code != 0
+            and 'pg_hba.conf rejects connection for host "{}"'.format(db.ip("job1")) in output
+        )
+        assert db.psql("web1", "db1", "SELECT 1", password)[0] == 0
+    finally:
+        run = pyinfra(*PROVISION_DB)
+        assert run.returncode == 0, run.output[-4000:]
+    assert db.psql("job1", "db1", "SELECT 1", password)[0] == 0
+    assert sql_as_postgres(db, "SELECT pg_postmaster_start_time()")[1].strip() == started
+
+
 def test_the_password_is_nowhere_on_the_db_host(db, password):
     # Only a SCRAM verifier reaches the host: no file, log or journal holds the password.
     # sudo logs every command pyinfra runs to the journal, so a password on a command
