@@ -130,3 +130,21 @@ class AccessoryContainers(FactBase):
             if len(words) == 4:
                 containers[words[0]] = (words[1], words[2], words[3])
         return containers
+class PostgresRoleState(FactBase):
+    """The app's role and database as PostgreSQL sees them: {"role": {"can_login",
+    "verifier"} or None, "database_owner": name or None}. Both None while the server is
+    not installed or not running."""
+
+    def command(self, role: str, database: str) -> str:
+        from .commands.postgres import psql_query_as_postgres, role_state_query
+
+        return psql_query_as_postgres(role_state_query(role, database))
+
+    @staticmethod
+    def default():
+        return {"role": None, "database_owner": None}
+
+    def process(self, output):
+        from .commands.postgres import parse_role_state
+
+        return parse_role_state(list(output))

@@ -13,6 +13,7 @@ from deploykit.components.common import common
 from deploykit.components.docker import docker
 from deploykit.components.haproxy import haproxy
 from deploykit.components.hardening import hardening
+from deploykit.components.postgres import postgres
 from deploykit.preflight import preflight
 
 preflight(required_groups=("lb", "web"), app_env_groups=("web", "job"))
@@ -33,5 +34,8 @@ if runs_containers:
 
 if "lb" in host.groups:
     haproxy()
+
+if "db" in host.groups:
+    postgres()
 
 central_logging(container_logs=runs_containers)

@@ -8,6 +8,9 @@ docker_insecure_registries = ["registry:5000"]
 
 # `make sandbox` generates a self-signed certificate for 127.0.0.1 and localhost.
 haproxy_tls_certificate = ".sandbox/tls/haproxy.pem"
+# ...and one for PostgreSQL (clients connect with sslmode=require).
+postgres_tls_certificate = ".sandbox/tls/postgres.crt"
+postgres_tls_key = ".sandbox/tls/postgres.key"
 
 # Images built by `make images` and pushed to the sandbox registry.
 app_image = "registry:5000/deploykit/app"

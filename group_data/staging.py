@@ -23,3 +23,6 @@ accessories = {
         },
     },
 }
+# PostgreSQL's certificate and key; the key is encrypted by git-crypt like every secret.
+postgres_tls_certificate = "secrets/staging-postgres.crt"
+postgres_tls_key = "secrets/staging-postgres.key"

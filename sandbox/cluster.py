@@ -30,7 +30,7 @@ from docker.types import EndpointConfig
 
 from .images import HOST_IMAGE, REGISTRY_IMAGE, SANDBOX_LABEL, ensure_images
 from .secrets import ensure_secrets_file
-from .tls import ensure_self_signed_pem
+from .tls import ensure_postgres_certificate, ensure_self_signed_pem
 
 log = logging.getLogger("sandbox")
 
@@ -40,6 +40,8 @@ STATE_FILE = STATE_DIR / "cluster.json"
 KEY_FILE = STATE_DIR / "id_ed25519"
 KNOWN_HOSTS_FILE = STATE_DIR / "known_hosts"
 TLS_PEM_FILE = STATE_DIR / "tls" / "haproxy.pem"
+POSTGRES_CERTIFICATE_FILE = STATE_DIR / "tls" / "postgres.crt"
+POSTGRES_KEY_FILE = STATE_DIR / "tls" / "postgres.key"
 SECRETS_FILE = STATE_DIR / "secrets.env"
 
 NETWORK = "deploykit-sandbox"
@@ -175,7 +177,7 @@ SSH_PORT_OFFSETS = {"lb": 0, "web": 10, "job": 40, "db": 50}
 def _host_ports(name: str, group: str) -> dict[str, tuple[str, int]]:
     # Fixed ports, not random ones: Docker picks a new random port when a container
     # restarts, and a rebooted host must stay where the inventory says it is.
-    index = int(name[len(group):])
+    index = int(name[len(group) :])
     ssh_port = SSH_PORT_BASE + SSH_PORT_OFFSETS[group] + index
     ports: dict[str, tuple[str, int]] = {"22/tcp": ("127.0.0.1", ssh_port)}
     if group == "lb":
@@ -196,6 +198,7 @@ class Sandbox:
         ensure_images(self.docker, rebuild=rebuild)
         public_key = ensure_ssh_key()
         ensure_self_signed_pem(TLS_PEM_FILE)
+        ensure_postgres_certificate(POSTGRES_CERTIFICATE_FILE, POSTGRES_KEY_FILE)
         ensure_secrets_file(SECRETS_FILE)
         network = _ensure_network(self.docker)
         self._ensure_registry(network.name)

@@ -14,11 +14,16 @@ Configuration comes only from environment variables, read once by
   then fails behind the load balancer)
 + APP_STARTED_AT: epoch seconds the fail-after clock starts from; gunicorn.conf.py
   sets it once in the master so every worker agrees (defaults to now)
++ DATABASE_URL: the PostgreSQL the app uses (``postgres://user:password@host:5432/db
+  ?sslmode=require``); ``/db`` connects with it and reports the server and the TLS
+  in use, or answers 503 when it is unset or the database cannot be reached
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import time
 from typing import Callable, Iterable, Mapping
@@ -28,6 +33,10 @@ from urllib.parse import parse_qs
 SLOW_MAX_MS = 30_000
 # Sleep used by /slow when no ?ms= is given.
 SLOW_DEFAULT_MS = 1_000
+# Seconds /db waits for the database before answering 503.
+DB_CONNECT_TIMEOUT_S = 3
+# The server, and the TLS protocol of this very connection ("ssl" false without TLS).
+DB_QUERY = "SELECT version(), ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -68,12 +77,39 @@ def parse_seconds(name: str, value: str | None) -> float | None:
     return seconds
 
 
+def connect_postgres(url: str):
+    """A psycopg2 connection (imported here: only /db needs the driver)."""
+    import psycopg2
+
+    return psycopg2.connect(url, connect_timeout=DB_CONNECT_TIMEOUT_S)
+
+
+def describe_database(url: str, connect: Callable[[str], object]) -> tuple[int, dict]:
+    """(200, server and TLS facts) or (503, a one-line error without the password)."""
+    try:
+        connection = connect(url)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(DB_QUERY)
+                server_version, ssl, ssl_version = cursor.fetchone()
+        finally:
+            connection.close()
+    except Exception as error:  # noqa: BLE001 - any driver or network failure: unreachable
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        password = re.match(r"[a-z]+://[^:/@]*:([^@]*)@", url)
+        if password and password.group(1):
+            first_line = first_line.replace(password.group(1), "********")
+        return 503, {"error": f"database unreachable: {first_line}"}
+    return 200, {"server_version": server_version, "ssl": bool(ssl), "ssl_version": ssl_version}
+
+
 def make_app(
     config: Mapping[str, str] | None = None,
     *,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     hostname: str | None = None,
+    connect: Callable[[str], object] = connect_postgres,
 ) -> WSGIApp:
     """Build the WSGI callable from an environment-like mapping.
 
@@ -81,6 +117,7 @@ def make_app(
     + clock: wall clock in epoch seconds (injectable for tests)
     + sleep: used by /slow (injectable for tests)
     + hostname: shown by ``/`` (defaults to the container's hostname)
+    + connect: opens a database connection from DATABASE_URL (injectable for tests)
     """
     env = os.environ if config is None else config
     version = env.get("APP_VERSION", "").strip() or "dev"
@@ -90,6 +127,7 @@ def make_app(
     if started_at is None:
         started_at = clock()
     host = hostname or socket.gethostname()
+    database_url = env.get("DATABASE_URL", "").strip()
 
     def failing() -> bool:
         return fail_after is not None and clock() - started_at >= fail_after
@@ -115,18 +153,28 @@ def make_app(
         sleep(ms / 1000.0)
         return 200, version
 
+    def database(_query: dict) -> tuple[int, str, str]:
+        if not database_url:
+            status, facts = 503, {"error": "DATABASE_URL is not set"}
+        else:
+            status, facts = describe_database(database_url, connect)
+        return status, json.dumps(facts) + "\n", "application/json"
+
     # path -> (handler, affected by APP_FAIL_AFTER_SECONDS)
-    routes: dict[str, tuple[Callable[[dict], tuple[int, str]], bool]] = {
+    # A handler answers (status, body) or (status, body, content type).
+    routes: dict[str, tuple[Callable[[dict], tuple], bool]] = {
         "/": (index, True),
         "/version": (show_version, True),
         "/up": (up, False),
         "/slow": (slow, True),
+        "/db": (database, True),
     }
 
     def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "") or "/"
         extra: list[tuple[str, str]] = []
+        content_type = "text/plain; charset=utf-8"
         route = routes.get(path)
         if route is None:
             status, body = 404, "not found\n"
@@ -138,10 +186,11 @@ def make_app(
             if can_fail and failing():
                 status, body = 500, "failing (APP_FAIL_AFTER_SECONDS)\n"
             else:
-                status, body = handler(parse_qs(environ.get("QUERY_STRING", "")))
+                status, body, *typed = handler(parse_qs(environ.get("QUERY_STRING", "")))
+                content_type = typed[0] if typed else content_type
         payload = body.encode("utf-8")
         headers = [
-            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Type", content_type),
             ("Content-Length", str(len(payload))),
             ("Cache-Control", "no-store"),
             ("X-App-Version", version),

@@ -1,6 +1,16 @@
 """One @deploy per service, each with documented DEFAULTS that group_data overrides."""
 
-from . import accessories, app, bootstrap, central_logging, common, docker, haproxy, hardening
+from . import (
+    accessories,
+    app,
+    bootstrap,
+    central_logging,
+    common,
+    docker,
+    haproxy,
+    hardening,
+    postgres,
+)
 
 # Every component's defaults: the settings schema that config.py checks group_data against.
 # Keys are module names; README's settings tables follow this order (bin/settings-doc).
@@ -13,4 +23,5 @@ COMPONENT_DEFAULTS: dict[str, dict] = {
     "app": app.DEFAULTS,
     "central_logging": central_logging.DEFAULTS,
     "accessories": accessories.DEFAULTS,
+    "postgres": postgres.DEFAULTS,
 }

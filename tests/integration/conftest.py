@@ -13,11 +13,13 @@ from .sandbox_world import REPO_ROOT, World, pyinfra, sandbox_cli
 TOPOLOGY = {"SANDBOX_WEB": "3", "SANDBOX_LB": "1", "SANDBOX_JOB": "1", "SANDBOX_DB": "1"}
 
 
-# The modules share one sandbox and run in this order: provisioning first, the plain
-# rolls, the faults, then the second load balancer (which grows the sandbox).
+# The modules share one sandbox and run in this order: provisioning first, the data
+# tier, the plain rolls, the faults, then the second load balancer (which grows the
+# sandbox).
 MODULE_ORDER = [
     "test_provision",
     "test_secrets",
+    "test_data_tier",
     "test_rolling_deploy",
     "test_operations",
     "test_oneoff",

@@ -7,14 +7,18 @@ containers (the Docker SDK), so a bug in the tool cannot hide itself.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import docker
+import docker.errors
 
 from bench.harness import (  # noqa: F401  (shared with the demo)
     PYINFRA,
@@ -25,6 +29,18 @@ from bench.harness import (  # noqa: F401  (shared with the demo)
 )
 
 CLUSTER_FILE = REPO_ROOT / ".sandbox" / "cluster.json"
+
+# A PostgreSQL client (psql, and psycopg2 for the app's code) for the tests, run in a
+# host's network namespace (its address, its firewall) without installing anything on
+# the host itself. Tagged by its recipe, so a changed recipe builds a new image.
+PG_CLIENT_DOCKERFILE = """\
+FROM deploykit/sandbox-base:bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client \\
+    python3-psycopg2 && rm -rf /var/lib/apt/lists/*
+"""
+PG_CLIENT_IMAGE = (
+    "deploykit/sandbox-pgclient:" + hashlib.sha256(PG_CLIENT_DOCKERFILE.encode()).hexdigest()[:12]
+)
 
 
 def sandbox_cli(*args: str, env: dict | None = None) -> str:
@@ -132,6 +148,71 @@ class World:
             f"timeout 3 bash -c 'exec 3<>/dev/tcp/{self.ip(target)}/{port}' 2>/dev/null",
         )
         return code == 0
+
+    def psql(self, source: str, target: str, sql: str, password: str, **options: str):
+        """Run `sql` with psql from inside host `source`'s network namespace against
+        `target`'s private address, as user app; the password goes through a 0600
+        pgpass file, never the command line. Returns (exit code, output)."""
+        conninfo = {
+            "host": self.ip(target),
+            "user": "app",
+            "dbname": "app",
+            "sslmode": "require",
+            "connect_timeout": "5",
+            **options,
+        }
+        dsn = " ".join(f"{key}={value}" for key, value in conninfo.items())
+        return self.run_pg_client(
+            source,
+            ["psql", dsn, "-X", "-A", "-t", "-c", sql],
+            private_files={"/pgpass": f"*:*:*:*:{password}\n"},
+            environment={"PGPASSFILE": "/pgpass"},
+        )
+
+    def run_pg_client(
+        self,
+        source: str,
+        command: list[str],
+        private_files: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
+        mounts: dict[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """Run `command` in the PostgreSQL client image inside host `source`'s network
+        namespace. `private_files` (container path -> content) are mounted read-only
+        from 0600 files; `mounts` maps container paths to files of this machine."""
+        _ensure_pg_client_image(self.docker)
+        with tempfile.TemporaryDirectory(prefix="deploykit-pgclient-") as folder:
+            volumes = {
+                str(Path(local).resolve()): {"bind": path, "mode": "ro"}
+                for path, local in (mounts or {}).items()
+            }
+            for number, (path, content) in enumerate((private_files or {}).items()):
+                local = Path(folder) / f"private-{number}"
+                local.touch(mode=0o600)
+                local.write_text(content)
+                volumes[str(local)] = {"bind": path, "mode": "ro"}
+            container = self.docker.containers.run(
+                PG_CLIENT_IMAGE,
+                command,
+                network_mode=f"container:{self.container(source).name}",
+                volumes=volumes,
+                environment=environment or {},
+                detach=True,
+            )
+            try:
+                code = container.wait(timeout=60)["StatusCode"]
+                return code, container.logs().decode(errors="replace")
+            finally:
+                container.remove(force=True)
+
+
+def _ensure_pg_client_image(client) -> None:
+    try:
+        client.images.get(PG_CLIENT_IMAGE)
+    except docker.errors.ImageNotFound:
+        client.images.build(
+            fileobj=io.BytesIO(PG_CLIENT_DOCKERFILE.encode()), tag=PG_CLIENT_IMAGE, rm=True
+        )
 
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.1, what: str = "condition"):

@@ -83,15 +83,27 @@ def test_docker_rotates_container_logs(fleet):
     assert '"max-size": "10m"' in output and '"max-file": "5"' in output
 
 
+def start_probe(fleet, host: str, port: int) -> None:
+    fleet.sh(host, f"systemd-run --unit=probe-{port} python3 -m http.server {port}")
+
+
 @pytest.fixture
 def listeners(fleet):
-    """Throwaway TCP listeners on db1: 5432 (allowed from web/job) and 8999 (not allowed)."""
-    for port in (5432, 8999):
-        fleet.sh("db1", f"systemd-run --unit=probe-{port} python3 -m http.server {port}")
+    """Real listeners: PostgreSQL on db1:5432 (allowed from web/job; provisioned), a
+    throwaway one on db1:8999 (not in the matrix), and web1:80 (allowed from lb only):
+    the app's nginx when a release runs there, else a throwaway one."""
+    _, output = fleet.sh("db1", "systemctl is-active postgresql@15-main")
+    assert output.strip() == "active", "provision must have started PostgreSQL on db1"
+    start_probe(fleet, "db1", 8999)
+    _, web_listener = fleet.sh("web1", "ss -H -l -t -n 'sport = :80'")
+    web_probe = not web_listener.strip()
+    if web_probe:
+        start_probe(fleet, "web1", 80)
     time.sleep(1)
     yield
-    for port in (5432, 8999):
-        fleet.sh("db1", f"systemctl stop probe-{port}")
+    fleet.sh("db1", "systemctl stop probe-8999")
+    if web_probe:
+        fleet.sh("web1", "systemctl stop probe-80")
 
 
 def test_firewall_opens_role_ports_to_named_roles_only(fleet, listeners):
@@ -99,8 +111,12 @@ def test_firewall_opens_role_ports_to_named_roles_only(fleet, listeners):
     assert fleet.can_connect("job1", "db1", 5432)
     assert not fleet.can_connect("lb1", "db1", 5432)  # lb is not in db's 5432 sources
     assert not fleet.can_connect("web1", "db1", 8999)  # not in the matrix at all
-    code, _ = fleet.sh("db1", "timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8999'")
-    assert code == 0, "the listener itself must be up, or the closed checks prove nothing"
+    assert fleet.can_connect("lb1", "web1", 80)
+    assert not fleet.can_connect("job1", "web1", 80)  # web's port 80 is for lb only
+    assert not fleet.can_connect("db1", "web1", 80)
+    for host, port in (("db1", 8999), ("web1", 80)):
+        code, _ = fleet.sh(host, f"timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'")
+        assert code == 0, f"{host}:{port} must listen, or the closed checks prove nothing"
 
 
 def test_firewall_survives_a_reboot(fleet, listeners):
@@ -109,12 +125,14 @@ def test_firewall_survives_a_reboot(fleet, listeners):
     while fleet.ssh("db1", "systemctl is-system-running --wait").returncode not in (0, 1):
         assert time.monotonic() < deadline, "db1 did not come back"
         time.sleep(1)
-    for port in (5432, 8999):
-        fleet.sh("db1", f"systemd-run --unit=probe-{port} python3 -m http.server {port}")
+    start_probe(fleet, "db1", 8999)
     time.sleep(1)
     code, output = fleet.sh("db1", "nft list table inet deploykit_firewall")
     assert code == 0 and "policy drop" in output
+    code, output = fleet.sh("db1", "systemctl is-active postgresql@15-main")
+    assert output.strip() == "active", "PostgreSQL must come back after a reboot"
     assert fleet.can_connect("web1", "db1", 5432)
+    assert not fleet.can_connect("lb1", "db1", 5432)
     assert not fleet.can_connect("web1", "db1", 8999)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from pathlib import Path
 
@@ -219,3 +220,83 @@ def test_module_application_reads_process_environment(monkeypatch):
     monkeypatch.delenv("APP_FAIL_AFTER_SECONDS", raising=False)
     module = _load_webapp()  # fresh module: `application` is built on first access
     assert call(module.application, "/version")[:3:2] == (200, "from-env")
+
+
+class FakeCursor:
+    def __init__(self, row):
+        self.row = row
+        self.executed: list[str] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, sql):
+        self.executed.append(sql)
+
+    def fetchone(self):
+        return self.row
+
+
+class FakeConnection:
+    def __init__(self, row):
+        self.cursor_ = FakeCursor(row)
+        self.closed = False
+
+    def cursor(self):
+        return self.cursor_
+
+    def close(self):
+        self.closed = True
+
+
+URL = "postgres://app:s3cret@10.0.0.41:5432/app?sslmode=require"
+
+
+def test_db_is_503_when_database_url_is_unset():
+    def connect(url):
+        raise AssertionError("must not connect without DATABASE_URL")
+
+    code, headers, body = call(webapp.make_app({}, connect=connect), "/db")
+    assert code == 503
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"error": "DATABASE_URL is not set"}
+
+
+def test_db_is_503_with_a_short_error_when_the_database_is_unreachable():
+    def connect(url):
+        assert url == URL
+        raise OSError(
+            'connection to server at "10.0.0.41", port 5432 failed: timeout expired\n'
+            "password was s3cret\n"
+        )
+
+    code, _, body = call(webapp.make_app({"DATABASE_URL": URL}, connect=connect), "/db")
+    assert code == 503
+    assert json.loads(body) == {
+        "error": 'database unreachable: connection to server at "10.0.0.41", port 5432 failed: '
+        "timeout expired"
+    }
+
+
+def test_db_never_shows_the_password_in_an_error():
+    def connect(url):
+        raise RuntimeError("cannot use password s3cret")
+
+    code, _, body = call(webapp.make_app({"DATABASE_URL": URL}, connect=connect), "/db")
+    assert code == 503 and "s3cret" not in body and "********" in body
+
+
+def test_db_reports_the_server_and_tls_in_use():
+    connection = FakeConnection(("PostgreSQL 15.18 (Debian 15.18-0+deb12u1)", True, "TLSv1.3"))
+    app = webapp.make_app({"DATABASE_URL": URL}, connect=lambda url: connection)
+    code, headers, body = call(app, "/db")
+    assert code == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {
+        "server_version": "PostgreSQL 15.18 (Debian 15.18-0+deb12u1)",
+        "ssl": True,
+        "ssl_version": "TLSv1.3",
+    }
+    assert connection.cursor_.executed == [webapp.DB_QUERY] and connection.closed
