@@ -12,13 +12,9 @@ hardening_firewall_matrix = {
     "web": {"80/tcp": ["lb"]},
     "db": {"5432/tcp": ["web", "job"], "6379/tcp": ["web", "job"]},
     # Central logging: every host sends its logs to the log host.
-<<<<<<< HEAD
     "logs": {"2514/tcp": ["lb", "web", "job", "db", "logs"]},
-=======
-    "logs": {"514/tcp": ["lb", "web", "job", "db", "logs"]},
     # The search accessory (Elasticsearch in group_data/staging.py), for the app only.
     "job": {"9200/tcp": ["web"]},
->>>>>>> oneoff
 }
 
 # The app's environment on web and job hosts, beside the secrets file's values; every
