@@ -10,6 +10,8 @@ from deploykit.components.common import common
 from deploykit.components.docker import docker
 from deploykit.components.haproxy import haproxy
 from deploykit.components.hardening import hardening
+from deploykit.components.redis import redis
+from deploykit.config import knob
 from deploykit.preflight import preflight
 
 preflight(required_groups=("lb", "web"))
@@ -22,3 +24,6 @@ if {"web", "job"} & set(host.groups):
 
 if "lb" in host.groups:
     haproxy()
+
+if knob(host.data, "redis_group") in host.groups:
+    redis()

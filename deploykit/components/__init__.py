@@ -1,6 +1,6 @@
 """One @deploy per service, each with documented DEFAULTS that group_data overrides."""
 
-from . import app, bootstrap, common, docker, haproxy, hardening
+from . import app, bootstrap, common, docker, haproxy, hardening, redis, workers
 
 # Every component's defaults: the settings schema that config.py checks group_data against.
 COMPONENT_DEFAULTS: dict[str, dict] = {
@@ -10,4 +10,6 @@ COMPONENT_DEFAULTS: dict[str, dict] = {
     "hardening": hardening.DEFAULTS,
     "docker": docker.DEFAULTS,
     "haproxy": haproxy.DEFAULTS,
+    "redis": redis.DEFAULTS,
+    "workers": workers.DEFAULTS,
 }

@@ -24,4 +24,7 @@ DEFAULTS = {
     "rollout_observe_every_host": False,
     # On the machine running pyinfra: write the roll's per-host report here as JSON.
     "rollout_report_file": "",
+    # deploys/web.py also rolls the job workers (deploys/jobs.py) to the same tag, once
+    # every web host is done.
+    "rollout_jobs_after_web": False,
 }
