@@ -260,7 +260,8 @@ def parse_workers(output: str) -> list[tuple[WorkerContainer, str]]:
 
 def wait_log_line(container: str, text: str, timeout_s: float, poll_s: float = 0.2) -> str:
     """Wait until the container, since its latest start, logs a line containing `text`;
-    fail fast when it stops running (its last log lines are printed), bounded."""
+    fail fast when it stops running, bounded. On failure its last log lines are printed,
+    then the reason, last (the roll reports the last line)."""
     c = q(container)
     return (
         f"since=$(docker inspect -f '{{{{.State.StartedAt}}}}' {c}) || exit 1; "
@@ -270,9 +271,11 @@ def wait_log_line(container: str, text: str, timeout_s: float, poll_s: float = 0
         f"echo waited_ms=$((($(date +%s%N) - start) / 1000000)); exit 0; fi; "
         f"if [ \"$(docker inspect -f '{{{{.State.Running}}}} {{{{.State.Restarting}}}}' {c})\" "
         f'!= "true false" ]; then '
-        f"echo {q(f'container {container} is not running:')} >&2; "
-        f"docker logs --tail 20 {c} >&2; exit {CONTAINER_EXITED}; fi; "
+        f"docker logs --tail 20 {c} >&2; "
+        f"echo {q(f'container {container} stopped running (its last log lines above)')} >&2; "
+        f"exit {CONTAINER_EXITED}; fi; "
         f'if [ "$(date +%s%N)" -ge "$deadline" ]; then '
+        f"docker logs --tail 20 {c} >&2; "
         f"echo {q(f'{container} logged no {text!r} within {timeout_s:g}s')} >&2; "
-        f"docker logs --tail 20 {c} >&2; exit {TIMED_OUT}; fi; sleep {poll_s:g}; done"
+        f"exit {TIMED_OUT}; fi; sleep {poll_s:g}; done"
     )

@@ -15,7 +15,13 @@ TOPOLOGY = {"SANDBOX_WEB": "3", "SANDBOX_LB": "1", "SANDBOX_JOB": "1", "SANDBOX_
 
 # The modules share one sandbox and run in this order: provisioning first, the plain
 # rolls, the faults, then the second load balancer (which grows the sandbox).
-MODULE_ORDER = ["test_provision", "test_rolling_deploy", "test_faults", "test_two_load_balancers"]
+MODULE_ORDER = [
+    "test_provision",
+    "test_rolling_deploy",
+    "test_jobs",
+    "test_faults",
+    "test_two_load_balancers",
+]
 
 
 def pytest_collection_modifyitems(items):
