@@ -15,7 +15,7 @@ from deploykit.components.app import app_host
 from deploykit.components.workers import job_host
 from deploykit.config import knob
 from deploykit.preflight import preflight
-from deploykit.rollout.jobs import jobs_request, roll_job_hosts
+from deploykit.rollout.jobs import describe_jobs_plan, jobs_request, roll_job_hosts
 from deploykit.rollout.request import describe_plan, roll_web_hosts, rollout_request
 
 preflight(required_groups=("lb", "web"))
@@ -39,6 +39,7 @@ if host.name == request.web_hosts[0]:
         request=request,
     )
     if jobs:
+        logger.info(describe_jobs_plan(jobs) + " (after the web hosts)")
         # On the same host as the web roll: a failed web roll skips it.
         python.call(
             name=f"Roll workers to {jobs.settings.image} across {', '.join(jobs.job_hosts)}",
