@@ -130,6 +130,8 @@ class AccessoryContainers(FactBase):
             if len(words) == 4:
                 containers[words[0]] = (words[1], words[2], words[3])
         return containers
+
+
 class PostgresRoleState(FactBase):
     """The app's role and database as PostgreSQL sees them: {"role": {"can_login",
     "verifier"} or None, "database_owner": name or None}. Both None while the server is

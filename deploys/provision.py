@@ -14,6 +14,8 @@ from deploykit.components.docker import docker
 from deploykit.components.haproxy import haproxy
 from deploykit.components.hardening import hardening
 from deploykit.components.postgres import postgres
+from deploykit.components.redis import redis
+from deploykit.config import knob
 from deploykit.preflight import preflight
 
 preflight(required_groups=("lb", "web"), app_env_groups=("web", "job"))
@@ -37,5 +39,8 @@ if "lb" in host.groups:
 
 if "db" in host.groups:
     postgres()
+
+if knob(host.data, "redis_group") in host.groups:
+    redis()
 
 central_logging(container_logs=runs_containers)

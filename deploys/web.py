@@ -8,19 +8,28 @@ host by host in inventory order (the first host alone, as the canary). See
 deploykit/rollout/engine.py for the steps and why they run from one callback.
 """
 
-from pyinfra import host, logger
+from pyinfra import host, inventory, logger
 from pyinfra.operations import python
 
 from deploykit.components.app import app_host
+from deploykit.components.workers import job_host
+from deploykit.config import knob
 from deploykit.operations.oneoff import oneoff_container
 from deploykit.preflight import preflight
+from deploykit.rollout.jobs import describe_jobs_plan, jobs_request, roll_job_hosts
 from deploykit.rollout.request import describe_plan, roll_web_hosts, rollout_request
 
 preflight(required_groups=("lb", "web"), app_env_groups=("web",))
 request = rollout_request()
+# rollout_jobs_after_web: the job hosts in this run follow, once every web host is done.
+jobs = None
+if knob(inventory.get_host(request.web_hosts[0]).data, "rollout_jobs_after_web"):
+    jobs = jobs_request(request.settings.tag, required=False)
 
 if host.name in request.web_hosts:
     app_host(images=[request.settings.image, request.settings.nginx_image])
+elif jobs and host.name in jobs.job_hosts:
+    job_host(image=jobs.settings.image)
 
 if host.name == request.web_hosts[0]:
     # Printed while planning, so `--dry` shows it too (callbacks do not run in a dry run).
@@ -41,3 +50,11 @@ if host.name == request.web_hosts[0]:
         function=roll_web_hosts,
         request=request,
     )
+    if jobs:
+        logger.info(describe_jobs_plan(jobs) + " (after the web hosts)")
+        # On the same host as the web roll: a failed web roll skips it.
+        python.call(
+            name=f"Roll workers to {jobs.settings.image} across {', '.join(jobs.job_hosts)}",
+            function=roll_job_hosts,
+            request=jobs,
+        )

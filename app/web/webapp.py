@@ -17,10 +17,14 @@ Configuration comes only from environment variables, read once by
 + DATABASE_URL: the PostgreSQL the app uses (``postgres://user:password@host:5432/db
   ?sslmode=require``); ``/db`` connects with it and reports the server and the TLS
   in use, or answers 503 when it is unset or the database cannot be reached
++ REDIS_URL: the job queue (worker.py); ``POST /jobs`` queues a job
+  (``{"seconds": 2}``) and returns its id, ``GET /jobs/<id>`` reports its status;
+  both answer 503 without it
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -43,6 +47,7 @@ _FALSE = {"", "0", "false", "no", "off"}
 
 _REASONS = {
     200: "OK",
+    201: "Created",
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -110,6 +115,7 @@ def make_app(
     sleep: Callable[[float], None] = time.sleep,
     hostname: str | None = None,
     connect: Callable[[str], object] = connect_postgres,
+    redis_client: object | None = None,
 ) -> WSGIApp:
     """Build the WSGI callable from an environment-like mapping.
 
@@ -118,6 +124,8 @@ def make_app(
     + sleep: used by /slow (injectable for tests)
     + hostname: shown by ``/`` (defaults to the container's hostname)
     + connect: opens a database connection from DATABASE_URL (injectable for tests)
+    + redis_client: the job queue's client (defaults to one for REDIS_URL, made on
+      the first /jobs request)
     """
     env = os.environ if config is None else config
     version = env.get("APP_VERSION", "").strip() or "dev"
@@ -170,13 +178,19 @@ def make_app(
         "/db": (database, True),
     }
 
+    jobs = _JobsEndpoints(env.get("REDIS_URL", "").strip(), redis_client)
+
     def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "") or "/"
         extra: list[tuple[str, str]] = []
         content_type = "text/plain; charset=utf-8"
         route = routes.get(path)
-        if route is None:
+        if path == "/jobs" or path.startswith("/jobs/"):
+            status, body, allowed = jobs.handle(method, path, environ)
+            if allowed:
+                extra.append(("Allow", allowed))
+        elif route is None:
             status, body = 404, "not found\n"
         elif method not in ("GET", "HEAD"):
             status, body = 405, "method not allowed\n"
@@ -200,6 +214,49 @@ def make_app(
         return [b""] if method == "HEAD" else [payload]
 
     return application
+
+
+class _JobsEndpoints:
+    """POST /jobs and GET /jobs/<id>, over the queue helpers of worker.py (same image)."""
+
+    def __init__(self, redis_url: str, client: object | None):
+        self.redis_url = redis_url
+        self.client = client
+        self._queue = None
+
+    def queue(self):
+        if self._queue is None:
+            # Loaded by path: app/web is an image build context, not a package.
+            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+            spec = importlib.util.spec_from_file_location("deploykit_example_worker", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            self._queue = module
+        return self._queue
+
+    def handle(self, method: str, path: str, environ: dict) -> tuple[int, str, str | None]:
+        """(status, JSON body, Allow header or None)."""
+        queue = self.queue()
+        if self.client is None:
+            if not self.redis_url:
+                return 503, '{"error": "REDIS_URL is not set"}\n', None
+            self.client = queue.connect(self.redis_url)
+        if path == "/jobs":
+            if method != "POST":
+                return 405, '{"error": "method not allowed"}\n', "POST"
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                request = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                job_id = queue.enqueue(self.client, request.get("seconds", 1))
+            except (ValueError, TypeError, AttributeError) as error:
+                return 400, json.dumps({"error": str(error)}) + "\n", None
+            return 201, json.dumps({"id": job_id, "status": "queued"}) + "\n", None
+        if method not in ("GET", "HEAD"):
+            return 405, '{"error": "method not allowed"}\n', "GET, HEAD"
+        status = queue.job_status(self.client, path[len("/jobs/") :])
+        if status is None:
+            return 404, '{"error": "no such job"}\n', None
+        return 200, json.dumps(status, sort_keys=True) + "\n", None
 
 
 def __getattr__(name: str) -> WSGIApp:

@@ -50,9 +50,12 @@ def run_container(
     publish: list[str] | None = None,
     stop_timeout_s: int | None = None,
     command: list[str] | None = None,
+    healthcheck: bool = True,
 ) -> str:
     parts = ["docker run --detach", f"--name {q(name)}", f"--network {q(network)}"]
     parts.append("--restart unless-stopped")
+    if not healthcheck:
+        parts.append("--no-healthcheck")
     if stop_timeout_s is not None:
         parts.append(f"--stop-timeout {int(stop_timeout_s)}")
     if env_file:
@@ -335,3 +338,98 @@ def list_accessories() -> str:
 def stop_and_remove(name: str, timeout_s: int) -> str:
     """Stop gracefully, then remove the container. Named volumes are kept (no --volumes)."""
     return f"docker stop --time {int(timeout_s)} {q(name)} >/dev/null; docker rm --force {q(name)}"
+
+
+# -- job workers ----------------------------------------------------------------------------
+
+SLOT_LABEL = f"{LABEL_PREFIX}.slot"
+WORKER_ROLE = "worker"
+
+
+@dataclass(frozen=True)
+class WorkerContainer:
+    """One job worker of one release in one slot (1..workers per host) on a job host."""
+
+    slot: int
+    release: str
+    tag: str
+
+    @property
+    def name(self) -> str:
+        return f"worker-{self.slot}-{self.release}"
+
+    def worker_id(self, host: str) -> str:
+        """Stable per host and slot, across releases: the worker names its processing
+        list after it, so a replacement recovers what its predecessor left there."""
+        return f"{host}-{self.slot}"
+
+
+def start_worker(
+    worker: WorkerContainer,
+    host: str,
+    image: str,
+    *,
+    network: str,
+    env_file: str,
+    stop_timeout_s: int,
+    command: list[str],
+) -> str:
+    return run_container(
+        worker.name,
+        image,
+        network=network,
+        labels={
+            ROLE_LABEL: WORKER_ROLE,
+            TAG_LABEL: worker.tag,
+            RELEASE_LABEL: worker.release,
+            SLOT_LABEL: str(worker.slot),
+        },
+        env_file=env_file,
+        env={"WORKER_ID": worker.worker_id(host)},
+        stop_timeout_s=stop_timeout_s,
+        command=command,
+        # The image's HEALTHCHECK polls the web server, which a worker does not run.
+        healthcheck=False,
+    )
+
+
+def list_workers() -> str:
+    """Every job worker container on the host: slot, tag, release, running state."""
+    template = (
+        f'{{{{.Label "{SLOT_LABEL}"}}}} {{{{.Label "{TAG_LABEL}"}}}} '
+        f'{{{{.Label "{RELEASE_LABEL}"}}}} {{{{.State}}}}'
+    )
+    return f"docker ps --all --filter label={ROLE_LABEL}={WORKER_ROLE} --format {q(template)}"
+
+
+def parse_workers(output: str) -> list[tuple[WorkerContainer, str]]:
+    """(worker, state) per container; lines without a numeric slot are not ours."""
+    workers = []
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[0].isdigit():
+            workers.append((WorkerContainer(int(fields[0]), fields[2], fields[1]), fields[3]))
+    return workers
+
+
+def wait_log_line(container: str, text: str, timeout_s: float, poll_s: float = 0.2) -> str:
+    """Wait until the container, since its latest start, logs a line containing `text`;
+    fail fast when it stops running, bounded. On failure its last log lines are printed,
+    then the reason, last (the roll reports the last line)."""
+    c = q(container)
+    return (
+        f"since=$(docker inspect -f '{{{{.State.StartedAt}}}}' {c}) || exit 1; "
+        f"start=$(date +%s%N); deadline=$((start + {int(timeout_s * 1000)} * 1000000)); "
+        f"while :; do "
+        f'if docker logs --since "$since" {c} 2>&1 | grep -qF -- {q(text)}; then '
+        f"echo waited_ms=$((($(date +%s%N) - start) / 1000000)); exit 0; fi; "
+        f"if [ \"$(docker inspect -f '{{{{.State.Running}}}} {{{{.State.Restarting}}}}' {c})\" "
+        f'!= "true false" ]; then '
+        f"docker logs --tail 20 {c} >&2; "
+        f"echo {q(f'container {container} stopped running (its last log lines above)')} >&2; "
+        f"exit {CONTAINER_EXITED}; fi; "
+        f'if [ "$(date +%s%N)" -ge "$deadline" ]; then '
+        f"docker logs --tail 20 {c} >&2; "
+        f"echo {q(f'{container} logged no {text!r} within {timeout_s:g}s')} >&2; "
+        f"exit {TIMED_OUT}; fi; sleep {poll_s:g}; done"
+    )

@@ -10,6 +10,8 @@ from . import (
     haproxy,
     hardening,
     postgres,
+    redis,
+    workers,
 )
 
 # Every component's defaults: the settings schema that config.py checks group_data against.
@@ -24,4 +26,6 @@ COMPONENT_DEFAULTS: dict[str, dict] = {
     "central_logging": central_logging.DEFAULTS,
     "accessories": accessories.DEFAULTS,
     "postgres": postgres.DEFAULTS,
+    "redis": redis.DEFAULTS,
+    "workers": workers.DEFAULTS,
 }

@@ -245,7 +245,9 @@ def backups(data) -> None:
         ),
         dest=f"/etc/systemd/system/{BACKUP_UNIT}.timer",
         # The staged file's name is no unit name; its schedule is checked on its own.
-        validate=f"systemd-analyze calendar {shlex.quote(data.postgres_backup_schedule)} >/dev/null",
+        validate=(
+            f"systemd-analyze calendar {shlex.quote(data.postgres_backup_schedule)} >/dev/null"
+        ),
     )
     systemd.service(
         name="Ensure the nightly backup timer is active",

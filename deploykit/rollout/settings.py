@@ -32,4 +32,7 @@ DEFAULTS = {
     "deploy_lock_file": "/var/lib/deploykit/deploy.lock",
     # On the same host: one JSON line per deploy, rollback, job roll, one-off and unlock.
     "deploy_audit_log": "/var/log/deploykit/audit.log",
+    # deploys/web.py also rolls the job workers (deploys/jobs.py) to the same tag, once
+    # every web host is done.
+    "rollout_jobs_after_web": False,
 }

@@ -23,6 +23,7 @@ MODULE_ORDER = [
     "test_rolling_deploy",
     "test_operations",
     "test_oneoff",
+    "test_jobs",
     "test_faults",
     "test_two_load_balancers",
 ]

@@ -141,6 +141,23 @@ class World:
             what=f"{name} to boot",
         )
 
+    def redis_cli(self, *args: str, host: str = "db1") -> str:
+        """redis-cli on the Redis host, authenticated; the password goes through the
+        environment (REDISCLI_AUTH), never on a command line."""
+        password = self.secrets()["REDIS_PASSWORD"]
+        result = self.container(host).exec_run(
+            ["redis-cli", "--no-auth-warning", *args], environment={"REDISCLI_AUTH": password}
+        )
+        output = result.output.decode(errors="replace")
+        assert result.exit_code == 0, output
+        return output.strip()
+
+    def secrets(self) -> dict[str, str]:
+        from deploykit.secrets import parse_dotenv
+
+        path = Path(self.cluster["secrets_file"])
+        return parse_dotenv(path.read_text(), str(path))
+
     def can_connect(self, source: str, target: str, port: int) -> bool:
         """From inside host `source`, open TCP to `target`'s private address."""
         code, _ = self.sh(
