@@ -17,6 +17,7 @@ from pyinfra import inventory, state
 from .config import knob
 from .facts import RunningAppTag
 from .preflight import refuse
+from .rollout.lock import take_deploy_lock
 from .rollout.plan import PlanError, check_tag
 
 # Groups whose hosts run the app image, with its env file and network.
@@ -113,6 +114,7 @@ def _plan_oneoff(command) -> OneoffRequest:
             )
     if errors:
         refuse(errors)
+    take_deploy_lock("oneoff", tag, [target_name], detail=shlex.join(words))
     return OneoffRequest(
         host=target_name,
         image=f"{data.app_image}:{tag}",

@@ -19,7 +19,7 @@ from deploykit.preflight import preflight
 from deploykit.rollout.jobs import describe_jobs_plan, jobs_request, roll_job_hosts
 from deploykit.rollout.request import describe_plan, roll_web_hosts, rollout_request
 
-preflight(required_groups=("lb", "web"), app_env_groups=("web",))
+preflight(required_groups=("lb", "web"), app_env_groups=("web", "job"))
 request = rollout_request()
 # rollout_jobs_after_web: the job hosts in this run follow, once every web host is done.
 jobs = None

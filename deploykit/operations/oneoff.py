@@ -8,6 +8,7 @@ from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, operation
 
 from ..commands.docker import parse_exit_status, report_exit_status, run_oneoff
+from ..rollout.lock import report_outcome
 
 
 def run_and_report(state, host, script: str, what: str, on_failure: str) -> bool:
@@ -23,9 +24,11 @@ def run_and_report(state, host, script: str, what: str, on_failure: str) -> bool
     )
     if ok:
         host.log_styled(f"{what} succeeded", fg="green", log_func=logger.info)
+        report_outcome(result="succeeded")
         return True
     status = parse_exit_status(output.stdout)
     ending = f"exit status {status}" if status is not None else "it never finished"
+    report_outcome(result="failed", reason=f"{what} failed ({ending})")
     host.log_styled(
         f"deploykit: {what} FAILED ({ending}){'; ' + on_failure if on_failure else ''}",
         fg="red",

@@ -11,6 +11,7 @@ from pyinfra import inventory, logger, state
 from ..config import knob
 from ..preflight import refuse
 from .engine import RolloutFailed
+from .lock import report_outcome, take_deploy_lock
 from .plan import PlanError, check_tag
 from .pyinfra_fleet import PyinfraFleet
 from .report import summary_table
@@ -77,6 +78,8 @@ def _plan(tag: str | None, required: bool) -> JobsRequest | None:
         release_log=knob(data, "app_release_log"),
     )
     check_registry(first, settings)
+    # Already held when deploys/web.py rolls the workers after the web hosts.
+    take_deploy_lock("jobs", tag, [h.name for h in job_hosts])
     return JobsRequest(settings, [h.name for h in job_hosts])
 
 
@@ -107,6 +110,7 @@ def roll_job_hosts(state, host, request: JobsRequest) -> bool:  # noqa: F811
         reports = roll.run()
     except RolloutFailed as failure:
         logger.info(summary_table(failure.reports, PHASES))
+        report_outcome(result="failed", stopped_at=failure.host, reason=failure.reason)
         done = [r.host for r in failure.reports if r.result == "updated"]
         logger.error(
             f"deploykit: WORKER ROLL STOPPED at {failure.host}: {failure.reason}. "
@@ -121,4 +125,5 @@ def roll_job_hosts(state, host, request: JobsRequest) -> bool:  # noqa: F811
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     logger.info(summary_table(reports, PHASES))
+    report_outcome(result="succeeded")
     return True

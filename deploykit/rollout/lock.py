@@ -109,7 +109,9 @@ def describe_holder(text: str) -> str:
     ).replace("  ", " ")
 
 
-def take_deploy_lock(action: str, tag: str = "", hosts: list[str] | None = None) -> None:
+def take_deploy_lock(
+    action: str, tag: str = "", hosts: list[str] | None = None, detail: str = ""
+) -> None:
     """Hold the fleet's deploy lock for the rest of this run, or refuse naming its holder.
 
     In a dry run nothing is taken or written; a held lock is only reported.
@@ -131,6 +133,7 @@ def take_deploy_lock(action: str, tag: str = "", hosts: list[str] | None = None)
         "action": action,
         "tag": tag,
         "hosts": hosts or [],
+        "detail": detail,
         "pid": os.getpid(),
         "revision": repo_revision(),
     }
