@@ -24,6 +24,7 @@ MODULE_ORDER = [
     "test_operations",
     "test_oneoff",
     "test_jobs",
+    "test_stack",
     "test_faults",
     "test_two_load_balancers",
 ]

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from .sandbox_world import copy_sandbox_inventory, pyinfra, wait_for
+from .sandbox_world import pyinfra, wait_for
 
 # The app tags the workers roll between: `make images` builds v1 and v2 (the on_v1
 # fixture). While developing this module against a shared sandbox, tags of your own
@@ -29,19 +29,17 @@ QUEUE, DONE, STATUS, FINISHED = (
 
 
 @pytest.fixture(scope="module")
-def jobs_world(fleet, request, tmp_path_factory):
-    """db1 and job1 provisioned (Redis on db1), and an inventory whose job hosts get
-    REDIS_URL in their app env file."""
+def jobs_world(fleet, request):
+    """db1 and job1 provisioned: Redis on db1, and job1's env file with REDIS_URL,
+    composed by interpolation in group_data/all.py from the secrets and db1's address."""
     if "DEPLOYKIT_JOBS_TEST_TAGS" not in os.environ:
         request.getfixturevalue("on_v1")  # builds and pushes v1 and v2
-    folder = tmp_path_factory.mktemp("jobs")
-    inventory = copy_sandbox_inventory(folder)
-    (folder / "group_data").mkdir()
-    url = f"redis://:{fleet.secrets()['REDIS_PASSWORD']}@{fleet.ip('db1')}:6379/0"
-    (folder / "group_data" / "job.py").write_text(f"app_env = {{'REDIS_URL': {url!r}}}\n")
-    run = provision(inventory)
+    run = provision("inventories/sandbox.py")
     assert run.returncode == 0, run.output[-4000:]
-    fleet.jobs_inventory = str(inventory)
+    url = f"redis://:{fleet.secrets()['REDIS_PASSWORD']}@{fleet.ip('db1')}:6379/0"
+    code, env_file = fleet.sh("job1", "cat /etc/deploykit/app.env")
+    assert code == 0 and f"REDIS_URL={url}" in env_file.splitlines()
+    fleet.jobs_inventory = "inventories/sandbox.py"
     return fleet
 
 
