@@ -3,7 +3,6 @@ touched, and the pyinfra callback that runs it (deploys/jobs.py, deploys/web.py)
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
 
 from pyinfra import inventory, logger, state
@@ -13,7 +12,7 @@ from ..preflight import refuse
 from .engine import RolloutFailed
 from .lock import report_outcome, take_deploy_lock
 from .plan import PlanError, check_tag
-from .pyinfra_fleet import PyinfraFleet
+from .pyinfra_fleet import PyinfraFleet, finish_host_on_interrupt
 from .report import summary_table
 from .request import _planning, check_registry
 from .workers import PHASES, WorkerRoll, WorkerRollSettings
@@ -99,15 +98,9 @@ def roll_job_hosts(state, host, request: JobsRequest) -> bool:  # noqa: F811
     """The pyinfra callback: the whole workers' roll, once, from one host's operation."""
     fleet = PyinfraFleet(state)
     roll = WorkerRoll(fleet, request.settings, request.job_hosts)
-
-    def stop_after_this_host(signum, frame):
-        roll.stop_requested = True
-        fleet.log("interrupted: finishing the host in progress, then stopping (again: abort now)")
-        signal.signal(signal.SIGINT, previous_handler)
-
-    previous_handler = signal.signal(signal.SIGINT, stop_after_this_host)
     try:
-        reports = roll.run()
+        with finish_host_on_interrupt(roll, fleet):
+            reports = roll.run()
     except RolloutFailed as failure:
         logger.info(summary_table(failure.reports, PHASES))
         report_outcome(result="failed", stopped_at=failure.host, reason=failure.reason)
@@ -122,8 +115,6 @@ def roll_job_hosts(state, host, request: JobsRequest) -> bool:  # noqa: F811
             + (f"Already on {request.settings.tag}: {', '.join(done)}." if done else "")
         )
         return False
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
     logger.info(summary_table(reports, PHASES))
     report_outcome(result="succeeded")
     return True

@@ -4,6 +4,8 @@ known hosts as every operation)."""
 from __future__ import annotations
 
 import re
+import signal
+from contextlib import contextmanager
 from typing import Callable, TypeVar
 
 import gevent
@@ -72,3 +74,20 @@ class PyinfraFleet:
 
     def log(self, message: str) -> None:
         logger.info(f"    deploykit: {message}")
+
+
+@contextmanager
+def finish_host_on_interrupt(roll, fleet: PyinfraFleet):
+    """Ctrl-C sets `roll.stop_requested`: the host in progress is finished (never left
+    half-swapped), then the roll stops; a second Ctrl-C aborts at once."""
+
+    def stop_after_this_host(signum, frame):
+        roll.stop_requested = True
+        fleet.log("interrupted: finishing the host in progress, then stopping (again: abort now)")
+        signal.signal(signal.SIGINT, previous_handler)
+
+    previous_handler = signal.signal(signal.SIGINT, stop_after_this_host)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..preflight import refuse
 from .engine import RollingDeploy, RolloutFailed, RolloutSettings, previous_release
 from .lock import report_outcome, take_deploy_lock
 from .plan import PlanError, check_tag, plan_batches
-from .pyinfra_fleet import PyinfraFleet
+from .pyinfra_fleet import PyinfraFleet, finish_host_on_interrupt
 from .report import summary_table
 from .settings import DEFAULTS  # noqa: F401  (documented there)
 
@@ -232,15 +231,9 @@ def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
     fleet = PyinfraFleet(state)
     engine = RollingDeploy(fleet, request.settings, request.web_hosts, request.lb_hosts)
     started = time.monotonic()
-
-    def stop_after_this_host(signum, frame):
-        engine.stop_requested = True
-        fleet.log("interrupted: finishing the host in progress, then stopping (again: abort now)")
-        signal.signal(signal.SIGINT, previous_handler)
-
-    previous_handler = signal.signal(signal.SIGINT, stop_after_this_host)
     try:
-        reports = engine.run()
+        with finish_host_on_interrupt(engine, fleet):
+            reports = engine.run()
     except RolloutFailed as failure:
         write_report(request, failure.reports, time.monotonic() - started, str(failure))
         report_outcome(result="failed", stopped_at=failure.host, reason=failure.reason)
@@ -261,8 +254,6 @@ def roll_web_hosts(state, host, request: RolloutRequest) -> bool:  # noqa: F811
             )
         )
         return False
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
     write_report(request, reports, time.monotonic() - started, None)
     report_outcome(result="succeeded")
     logger.info(summary_table(reports))
