@@ -7,6 +7,8 @@ from pyinfra.api import FunctionCommand, QuoteString, StringCommand, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.server import Users
 
+from ..connections import reconnect
+
 
 def reopen_ssh_session(state, host, user: str, probe: str | None) -> bool:
     """Close the SSH connection and open a new one, then run ``probe`` without sudo.
@@ -17,11 +19,7 @@ def reopen_ssh_session(state, host, user: str, probe: str | None) -> bool:
     run is needed (the trap of the 2015 write-up this kit replaces).
     """
     # pyinfra passes (state, host) to callbacks whose first parameters bear those names.
-    connector = host.connector
-    client = getattr(connector, "client", None)
-    if client is not None:
-        client.close()
-        connector.connect()
+    reconnect(host)
     if probe is None:
         return True
     ok, output = host.run_shell_command(StringCommand(probe), _sudo=False)

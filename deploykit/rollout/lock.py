@@ -30,6 +30,7 @@ from pyinfra.api import StringCommand
 
 from ..commands import lock as lock_commands
 from ..config import knob
+from ..connections import reconnect
 from ..paths import REPO_ROOT
 from ..preflight import refuse
 
@@ -83,14 +84,6 @@ def lock_host():
     if not lb.connected:
         lb.connect(raise_exceptions=True)
     return lb
-
-
-def _reconnect(host) -> None:
-    client = getattr(host.connector, "client", None)
-    if client is not None:
-        client.close()
-    host.connector.connect()
-    host.connected = True
 
 
 def run_on(host, command: str) -> tuple[bool, str]:
@@ -183,7 +176,7 @@ def _release_at_exit(held: HeldLock) -> None:
     for attempt in range(2):
         try:
             if attempt or not held.lb.connected:
-                _reconnect(held.lb)
+                reconnect(held.lb)
             ok, output = run_on(
                 held.lb, lock_commands.release(held.lock_file, held.record["token"])
             )

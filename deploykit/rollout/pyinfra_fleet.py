@@ -12,6 +12,7 @@ import gevent
 from pyinfra import logger
 from pyinfra.api import StringCommand
 
+from ..connections import reconnect
 from .engine import CommandResult
 
 T = TypeVar("T")
@@ -58,10 +59,7 @@ class PyinfraFleet:
         return CommandResult(int(match.group(1)), EXIT_LINE.sub("", stdout).strip(), output.stderr)
 
     def _reconnect(self, target) -> None:
-        client = getattr(target.connector, "client", None)
-        if client is not None:
-            client.close()
-        target.connector.connect()
+        reconnect(target)
         self.broken.discard(target.name)
         self.log(f"{target.name}: reconnected")
 
