@@ -180,7 +180,7 @@ def wait_http_ok(url: str, timeout_s: float, container: str | None = None, poll_
 
 # Pulls and image cleanup take this lock on the host, so a cleanup never removes an
 # image a concurrent pull (another deploy's pre-pull, a one-off) is bringing in.
-IMAGES_LOCK = "/var/lib/deploykit/images.lock"
+IMAGES_LOCK = "/run/lock/deploykit-images.lock"
 
 
 def with_images_lock(command: str, wait_s: int = 600) -> str:

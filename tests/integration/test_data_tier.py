@@ -169,8 +169,14 @@ def test_the_password_is_nowhere_on_the_db_host(db, password):
 
 
 def test_a_changed_password_is_applied_and_only_then(db, password, tmp_path):
+    # The sandbox's secrets with DB_PASSWORD rotated; the other secrets stay as they are.
     rotated = tmp_path / "rotated.env"
-    rotated.write_text(f"DB_PASSWORD={password}-rotated\n")
+    rotated.write_text(
+        "".join(
+            f"{name}={value}-rotated\n" if name == "DB_PASSWORD" else f"{name}={value}\n"
+            for name, value in db.secrets().items()
+        )
+    )
     try:
         run = pyinfra(*PROVISION_DB, "--data", f"app_secrets_file={rotated}")
         assert run.returncode == 0, run.output[-4000:]

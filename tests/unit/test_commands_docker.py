@@ -379,3 +379,40 @@ def test_remove_release_does_not_mistake_its_own_shell_for_a_docker_run(tmp_path
         timeout=20,
     )
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_cleanup_and_pulls_share_one_lock_per_host():
+    from deploykit.commands.docker import IMAGES_LOCK, prune_dangling_images, with_images_lock
+
+    assert IMAGES_LOCK == "/run/lock/deploykit-images.lock"
+    assert with_images_lock("docker image prune --force >/dev/null") == (
+        "flock --wait 600 /run/lock/deploykit-images.lock"
+        " sh -c 'docker image prune --force >/dev/null'"
+    )
+    assert prune_dangling_images() == "docker image prune --force >/dev/null"
+
+
+def test_a_cleanup_waits_while_a_pull_holds_the_images_lock(tmp_path, monkeypatch):
+    """Real flock(1): the second holder starts only once the first has finished."""
+    import time
+
+    from deploykit.commands import docker as docker_commands
+
+    monkeypatch.setattr(docker_commands, "IMAGES_LOCK", str(tmp_path / "images.lock"))
+    order = tmp_path / "order"
+    pull = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            docker_commands.with_images_lock(
+                f"echo pull-start >> {order}; sleep 1; echo pull-end >> {order}"
+            ),
+        ]
+    )
+    time.sleep(0.3)
+    cleanup = subprocess.run(
+        ["sh", "-c", docker_commands.with_images_lock(f"echo cleanup >> {order}")], timeout=10
+    )
+    pull.wait(timeout=10)
+    assert cleanup.returncode == 0 and pull.returncode == 0
+    assert order.read_text().split() == ["pull-start", "pull-end", "cleanup"]
