@@ -22,6 +22,8 @@ STAGING_SUFFIX = ".deploykit-new"
 MASK = "********"
 # A secret the live file holds but the new one does not: the diff shows it changed.
 OLD_MASK = "********(old)"
+# Where uploads wait before sudo copies them into place: only the SSH user can read it.
+UPLOAD_DIR = "/var/lib/deploykit/upload"
 
 
 def render_template(name: str, **data) -> str:
@@ -118,10 +120,27 @@ def config_file(
 
     staged = dest + STAGING_SUFFIX
     yield StringCommand("mkdir", "-p", QuoteString(posixpath.dirname(dest)))
-    yield FileUploadCommand(StringIO(content), staged)
-    yield StringCommand("chown", f"{user}:{group}", QuoteString(staged))
-    if mode_text:
-        yield StringCommand("chmod", mode_text, QuoteString(staged))
+    # The staged file gets its final owner and mode while still empty: the upload's `cp`
+    # writes into it and keeps them, so its content is never readable by others.
+    yield StringCommand(
+        "install",
+        "-m",
+        mode_text or "644",
+        "-o",
+        user,
+        "-g",
+        group,
+        "/dev/null",
+        QuoteString(staged),
+    )
+    # With sudo, pyinfra uploads to a temporary file first, by default in /tmp with the
+    # SFTP server's umask (world-readable) until copied: use a folder of our own.
+    ssh_user = host.data.get("ssh_user") or "root"
+    yield StringCommand("install", "-d", "-m", "0700", "-o", ssh_user, UPLOAD_DIR)
+    upload_name = hashlib.sha1(f"{dest}\0{wanted_sha1}".encode()).hexdigest()
+    yield FileUploadCommand(
+        StringIO(content), staged, remote_temp_filename=f"{UPLOAD_DIR}/{upload_name}"
+    )
     if validate:
         yield validation_command(validate, staged)
     yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(dest))

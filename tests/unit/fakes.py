@@ -67,7 +67,8 @@ def command_texts(commands) -> list[str]:
         if isinstance(command, StringCommand):
             texts.append(command.get_raw_value())
         elif isinstance(command, FileUploadCommand):
-            texts.append(f"upload {command.dest}")
+            via = f" via {command.remote_temp_filename}" if command.remote_temp_filename else ""
+            texts.append(f"upload {command.dest}{via}")
         elif isinstance(command, FunctionCommand):
             texts.append(f"call {command.function.__name__}{tuple(command.args)}")
         else:

@@ -18,15 +18,32 @@ def test_new_file_is_staged_validated_then_renamed():
         config_file, host, content=CONTENT, dest=DEST, validate="sshd -t -f {path}"
     )
     staged = DEST + ".deploykit-new"
+    upload = hashlib.sha1(f"{DEST}\0{SHA1}".encode()).hexdigest()
     assert command_texts(commands) == [
         "mkdir -p /etc/ssh/sshd_config.d",
-        f"upload {staged}",
-        f"chown root:root {staged}",
-        f"chmod 644 {staged}",
+        f"install -m 644 -o root -g root /dev/null {staged}",
+        "install -d -m 0700 -o root /var/lib/deploykit/upload",
+        f"upload {staged} via /var/lib/deploykit/upload/{upload}",
         f"sshd -t -f {staged} || {{ status=$?; rm -f {staged}; echo 'deploykit: {DEST} failed"
         " validation; the live file is unchanged' >&2; exit $status; }",
         f"mv -f {staged} {DEST}",
     ]
+
+
+def test_a_private_file_is_never_readable_by_others_while_it_is_uploaded():
+    host = FakeHost(
+        facts={"File": {DEST: None}, "Sha1File": {DEST: None}}, data={"ssh_user": "deploy"}
+    )
+    texts = command_texts(
+        run_operation(
+            config_file, host, content=CONTENT, dest=DEST, mode=0o600, user="deploy", group="app"
+        )
+    )
+    # Owner and mode first, on the empty staged file; the upload waits in deploy's own
+    # 0700 folder, not in /tmp.
+    assert texts[1] == f"install -m 600 -o deploy -g app /dev/null {DEST}.deploykit-new"
+    assert texts[2] == "install -d -m 0700 -o deploy /var/lib/deploykit/upload"
+    assert texts[3].startswith(f"upload {DEST}.deploykit-new via /var/lib/deploykit/upload/")
 
 
 def test_same_content_and_mode_is_a_noop():
