@@ -23,7 +23,9 @@ MASK = "********"
 # A secret the live file holds but the new one does not: the diff shows it changed.
 OLD_MASK = "********(old)"
 # Where uploads wait before sudo copies them into place: only the SSH user can read it.
-UPLOAD_DIR = "/var/lib/deploykit/upload"
+# Its own folder under /var/lib (root-owned: nobody else can create it first), apart
+# from /var/lib/deploykit, whose owner differs by role (deploy on app hosts, root on lb).
+UPLOAD_DIR = "/var/lib/deploykit-upload"
 
 
 def render_template(name: str, **data) -> str:

@@ -22,8 +22,8 @@ def test_new_file_is_staged_validated_then_renamed():
     assert command_texts(commands) == [
         "mkdir -p /etc/ssh/sshd_config.d",
         f"install -m 644 -o root -g root /dev/null {staged}",
-        "install -d -m 0700 -o root /var/lib/deploykit/upload",
-        f"upload {staged} via /var/lib/deploykit/upload/{upload}",
+        "install -d -m 0700 -o root /var/lib/deploykit-upload",
+        f"upload {staged} via /var/lib/deploykit-upload/{upload}",
         f"sshd -t -f {staged} || {{ status=$?; rm -f {staged}; echo 'deploykit: {DEST} failed"
         " validation; the live file is unchanged' >&2; exit $status; }",
         f"mv -f {staged} {DEST}",
@@ -42,8 +42,8 @@ def test_a_private_file_is_never_readable_by_others_while_it_is_uploaded():
     # Owner and mode first, on the empty staged file; the upload waits in deploy's own
     # 0700 folder, not in /tmp.
     assert texts[1] == f"install -m 600 -o deploy -g app /dev/null {DEST}.deploykit-new"
-    assert texts[2] == "install -d -m 0700 -o deploy /var/lib/deploykit/upload"
-    assert texts[3].startswith(f"upload {DEST}.deploykit-new via /var/lib/deploykit/upload/")
+    assert texts[2] == "install -d -m 0700 -o deploy /var/lib/deploykit-upload"
+    assert texts[3].startswith(f"upload {DEST}.deploykit-new via /var/lib/deploykit-upload/")
 
 
 def test_same_content_and_mode_is_a_noop():
