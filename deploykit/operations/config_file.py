@@ -135,17 +135,27 @@ def config_file(
         "/dev/null",
         QuoteString(staged),
     )
-    # With sudo, pyinfra uploads to a temporary file first, by default in /tmp with the
-    # SFTP server's umask (world-readable) until copied: use a folder of our own.
-    ssh_user = host.data.get("ssh_user") or "root"
-    yield StringCommand("install", "-d", "-m", "0700", "-o", ssh_user, UPLOAD_DIR)
-    upload_name = hashlib.sha1(f"{dest}\0{wanted_sha1}".encode()).hexdigest()
-    yield FileUploadCommand(
-        StringIO(content), staged, remote_temp_filename=f"{UPLOAD_DIR}/{upload_name}"
-    )
+    yield from private_upload(content, staged)
     if validate:
         yield validation_command(validate, staged)
     yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(dest))
+
+
+def private_upload(content: str, dest: str) -> list:
+    """Commands uploading `content` onto `dest` (which should already exist with its
+    final mode: the copy keeps it).
+
+    With sudo, pyinfra uploads to a temporary file first, by default in /tmp with the
+    SFTP server's umask (world-readable) until copied: this one waits in UPLOAD_DIR.
+    """
+    ssh_user = host.data.get("ssh_user") or "root"
+    upload_name = hashlib.sha1(f"{dest}\0{content}".encode()).hexdigest()
+    return [
+        StringCommand("install", "-d", "-m", "0700", "-o", ssh_user, UPLOAD_DIR),
+        FileUploadCommand(
+            StringIO(content), dest, remote_temp_filename=f"{UPLOAD_DIR}/{upload_name}"
+        ),
+    ]
 
 
 def validation_command(validate: str, staged: str) -> StringCommand:

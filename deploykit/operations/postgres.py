@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from io import StringIO
-
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api import StringCommand, operation
 
 from ..commands.postgres import database_statements, psql_as_postgres, role_statements
 from ..facts import PostgresRoleState
+from .config_file import private_upload
 
 # Where the SQL waits for psql, for the length of one command: root's own 0600 file on
 # a tmpfs, deleted by the command that reads it.
@@ -48,5 +47,5 @@ def role_and_database(role: str, database: str, password: str):
         return
     yield StringCommand("install", "-m", "600", "-o", "root", "-g", "root", "/dev/null", SQL_FILE)
     # An upload with sudo copies onto the existing file, which keeps its 0600 mode.
-    yield FileUploadCommand(StringIO("\n".join(statements) + "\n"), SQL_FILE)
+    yield from private_upload("\n".join(statements) + "\n", SQL_FILE)
     yield StringCommand(psql_as_postgres(SQL_FILE))

@@ -110,12 +110,15 @@ def _role_host(state):
 def test_operation_creates_role_and_database_through_a_private_file():
     host = _role_host({"role": None, "database_owner": None})
     commands = run_operation(role_and_database, host, role="app", database="app", password="pw")
-    assert command_texts(commands) == [
+    texts = command_texts(commands)
+    assert texts[:2] == [
         f"install -m 600 -o root -g root /dev/null {SQL_FILE}",
-        f"upload {SQL_FILE}",
-        psql_as_postgres(SQL_FILE),
+        "install -d -m 0700 -o root /var/lib/deploykit-upload",
     ]
-    sql = commands[1].src.getvalue()
+    # Uploaded through the SSH user's private folder, never /tmp.
+    assert texts[2].startswith(f"upload {SQL_FILE} via /var/lib/deploykit-upload/")
+    assert texts[3:] == [psql_as_postgres(SQL_FILE)]
+    sql = commands[2].src.getvalue()
     assert sql.startswith("CREATE ROLE app LOGIN PASSWORD 'SCRAM-SHA-256$4096:")
     assert sql.endswith("';\nCREATE DATABASE app OWNER app;\n")
     assert "'pw'" not in sql

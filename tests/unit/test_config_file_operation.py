@@ -18,7 +18,7 @@ def test_new_file_is_staged_validated_then_renamed():
         config_file, host, content=CONTENT, dest=DEST, validate="sshd -t -f {path}"
     )
     staged = DEST + ".deploykit-new"
-    upload = hashlib.sha1(f"{DEST}\0{SHA1}".encode()).hexdigest()
+    upload = hashlib.sha1(f"{staged}\0{CONTENT}".encode()).hexdigest()
     assert command_texts(commands) == [
         "mkdir -p /etc/ssh/sshd_config.d",
         f"install -m 644 -o root -g root /dev/null {staged}",
