@@ -57,12 +57,20 @@ class ReleaseLog(FactBase):
 class RunningAppTag(FactBase):
     """Tag of the running app container, or None."""
 
+    role = "app"
+
     def command(self) -> str:
-        return f"{running_app_tag()} 2>/dev/null || true"
+        return f"{running_app_tag(self.role)} 2>/dev/null || true"
 
     def process(self, output):
         tags = [line.strip() for line in output if line.strip()]
         return tags[-1] if tags else None
+
+
+class RunningWorkerTag(RunningAppTag):
+    """Tag of the running job worker containers (the app image), or None."""
+
+    role = "worker"
 
 
 class HaproxyServers(FactBase):

@@ -15,7 +15,7 @@ from gevent.lock import RLock
 from pyinfra import inventory, state
 
 from .config import knob
-from .facts import RunningAppTag
+from .facts import RunningAppTag, RunningWorkerTag
 from .preflight import refuse
 from .rollout.lock import take_deploy_lock
 from .rollout.plan import PlanError, check_tag
@@ -106,10 +106,11 @@ def _plan_oneoff(command) -> OneoffRequest:
         except PlanError as error:
             errors.append(str(error))
     elif not errors:
-        tag = target.get_fact(RunningAppTag)
+        # A web host runs the app, a job host workers of the same image.
+        tag = target.get_fact(RunningAppTag) or target.get_fact(RunningWorkerTag)
         if tag is None:
             errors.append(
-                f"{target_name} runs no app container, so there is no tag to run: "
+                f"{target_name} runs no app or worker container, so there is no tag to run: "
                 "give one with --data image_tag=TAG"
             )
     if errors:

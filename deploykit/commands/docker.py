@@ -210,9 +210,9 @@ ONEOFF_LABEL = f"{LABEL_PREFIX}.oneoff"
 ONEOFF_EXIT_MARKER = "deploykit: one-off exited with status "
 
 
-def running_app_tag() -> str:
-    """Print the tag of each running app container of the host (none: nothing)."""
-    return f"docker ps --filter label={ROLE_LABEL}=app --format '{{{{.Label \"{TAG_LABEL}\"}}}}'"
+def running_app_tag(role: str = "app") -> str:
+    """Print the tag of each running container of `role` on the host (none: nothing)."""
+    return f"docker ps --filter label={ROLE_LABEL}={role} --format '{{{{.Label \"{TAG_LABEL}\"}}}}'"
 
 
 def run_oneoff(
@@ -279,9 +279,11 @@ def console(
         resolve = ""
         image = q(f"{image_repository}:{tag}")
     else:
-        missing = q("deploykit: no app container runs on this host; give --tag TAG")
+        missing = q("deploykit: no app or worker container runs on this host; give --tag TAG")
+        # A web host runs the app; a job host runs workers of the same image.
         resolve = (
             f"tag=$({running_app_tag()} 2>/dev/null | tail -n 1); "
+            f'[ -n "$tag" ] || tag=$({running_app_tag(WORKER_ROLE)} 2>/dev/null | tail -n 1); '
             f'if [ -z "$tag" ]; then echo {missing} >&2; exit 1; fi; '
         )
         image = f'{q(image_repository)}:"$tag"'

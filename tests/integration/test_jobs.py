@@ -185,3 +185,18 @@ def test_a_worker_that_never_gets_ready_stops_the_roll_and_the_old_one_runs_agai
     assert workers_on(fleet) == [(NEW_TAG, "running")] * WORKERS
     enqueue(fleet, "after-failed-roll", 0)
     wait_for(lambda: fleet.redis_cli("HGET", STATUS, "after-failed-roll") == "done", timeout=20)
+
+
+def test_a_oneoff_on_a_job_host_runs_the_workers_tag_with_their_env_file(jobs_world):
+    # job1 runs no app container: the tag comes from its workers.
+    assert workers_on(jobs_world) == [(NEW_TAG, "running")] * WORKERS
+    run = pyinfra(
+        "inventories/sandbox.py",
+        "deploys/oneoff/run.py",
+        "--data",
+        "oneoff_host=job1",
+        "--data",
+        'oneoff_command=sh -c "echo version=$APP_VERSION; test -n \\"$REDIS_URL\\" && echo has-redis"',
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    assert f"version={NEW_TAG}" in run.output and "has-redis" in run.output

@@ -69,8 +69,11 @@ def test_console_with_the_running_tag():
     ) == (
         "tag=$(docker ps --filter label=io.deploykit.role=app"
         " --format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null | tail -n 1);"
+        ' [ -n "$tag" ] || tag=$(docker ps --filter label=io.deploykit.role=worker'
+        " --format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null | tail -n 1);"
         ' if [ -z "$tag" ]; then'
-        " echo 'deploykit: no app container runs on this host; give --tag TAG' >&2; exit 1; fi;"
+        " echo 'deploykit: no app or worker container runs on this host; give --tag TAG' >&2;"
+        " exit 1; fi;"
         " exec docker run --rm --interactive --tty --env-file /etc/deploykit/app.env"
         " --network deploykit-app --label io.deploykit.oneoff=console"
         ' registry:5000/deploykit/app:"$tag" sh'
@@ -94,7 +97,10 @@ def test_console_with_a_given_tag_and_no_terminal():
 
 FAKE_DOCKER = """#!/bin/sh
 echo "$@" >> "$STUB_DIR/docker.log"
-if [ "$1" = ps ]; then cat "$STUB_DIR/running" 2>/dev/null; fi
+case "$*" in
+  "ps --filter label=io.deploykit.role=app "*) cat "$STUB_DIR/running" 2>/dev/null ;;
+  "ps --filter label=io.deploykit.role=worker "*) cat "$STUB_DIR/workers" 2>/dev/null ;;
+esac
 """
 
 
@@ -111,11 +117,19 @@ def test_console_script_runs_the_running_tag(tmp_path):
     )
 
 
+def test_console_script_on_a_job_host_runs_the_workers_tag(tmp_path):
+    bin_dir = install_stubs(tmp_path, {"docker": FAKE_DOCKER})
+    (tmp_path / "workers").write_text("v3\nv3\n")
+    result = run_with_stubs(console("r/app", ["sh"], network="n", env_file="/e"), bin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "docker.log").read_text().splitlines()[-1].endswith(" r/app:v3 sh")
+
+
 def test_console_script_without_an_app_says_so(tmp_path):
     bin_dir = install_stubs(tmp_path, {"docker": FAKE_DOCKER})
     result = run_with_stubs(console("r/app", ["sh"], network="n", env_file="/e"), bin_dir, tmp_path)
     assert result.returncode == 1
-    assert "no app container runs on this host" in result.stderr
+    assert "no app or worker container runs on this host" in result.stderr
     assert "run" not in (tmp_path / "docker.log").read_text()
 
 

@@ -38,9 +38,11 @@ def test_default_is_python3_on_the_first_web_host_of_the_inventory():
         (
             "tag=$(docker ps --filter label=io.deploykit.role=app"
             " --format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null | tail -n 1);"
+            ' [ -n "$tag" ] || tag=$(docker ps --filter label=io.deploykit.role=worker'
+            " --format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null | tail -n 1);"
             ' if [ -z "$tag" ]; then'
-            " echo 'deploykit: no app container runs on this host; give --tag TAG' >&2;"
-            " exit 1; fi;"
+            " echo 'deploykit: no app or worker container runs on this host; give --tag TAG'"
+            " >&2; exit 1; fi;"
             " exec docker run --rm --interactive --env-file /etc/deploykit/app.env"
             " --network deploykit-app --label io.deploykit.oneoff=console"
             ' registry.example.com/acme/app:"$tag" python3'
