@@ -196,7 +196,8 @@ def test_a_oneoff_on_a_job_host_runs_the_workers_tag_with_their_env_file(jobs_wo
         "--data",
         "oneoff_host=job1",
         "--data",
-        'oneoff_command=sh -c "echo version=$APP_VERSION; test -n \\"$REDIS_URL\\" && echo has-redis"',
+        "oneoff_command=sh -c 'echo version=$APP_VERSION;"
+        ' test -n "$REDIS_URL" && echo has-redis\'',
     )
     assert run.returncode == 0, run.output[-3000:]
     assert f"version={NEW_TAG}" in run.output and "has-redis" in run.output
