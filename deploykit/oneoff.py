@@ -3,7 +3,7 @@ command, decided and checked once while planning, before any host is touched.
 
 The command runs in a throwaway container of the app image on ONE host, with the
 app's env file and network, so it sees exactly what the app sees. The tag is the one
-that host runs (read from its app container), or --data image_tag.
+that host runs (its app container, or on a job host its workers), or --data image_tag.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import shlex
 from dataclasses import dataclass
 
 from gevent.lock import RLock
-from pyinfra import inventory, state
+from pyinfra import host, inventory, state
 
 from .config import knob
 from .facts import RunningAppTag, RunningWorkerTag
+from .operations.oneoff import oneoff_container
 from .preflight import refuse
 from .rollout.lock import take_deploy_lock
 from .rollout.plan import PlanError, check_tag
@@ -123,3 +124,18 @@ def _plan_oneoff(command) -> OneoffRequest:
         network=knob(data, "app_network"),
         env_file=knob(data, "app_env_file"),
     )
+
+
+def run_oneoff(command=None, what: str = "one-off command") -> None:
+    """A one-off deploy file's whole body: plan the one-off once (`command`, default
+    --data oneoff_command), then run it on its one host."""
+    request = oneoff_request(command)
+    if host.name == request.host:
+        oneoff_container(
+            name=f"Run `{shlex.join(request.command)}` ({what}) once with {request.image}",
+            command=request.command,
+            image=request.image,
+            network=request.network,
+            env_file=request.env_file,
+            what=what,
+        )

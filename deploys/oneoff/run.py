@@ -7,22 +7,8 @@ exit status is the run's.
     ... --data oneoff_host=web2 --data image_tag=v2   # another host, another tag
 """
 
-import shlex
-
-from pyinfra import host
-
-from deploykit.oneoff import oneoff_request
-from deploykit.operations.oneoff import oneoff_container
+from deploykit.oneoff import run_oneoff
 from deploykit.preflight import preflight
 
 preflight()
-request = oneoff_request()
-
-if host.name == request.host:
-    oneoff_container(
-        name=f"Run `{shlex.join(request.command)}` once with {request.image}",
-        command=request.command,
-        image=request.image,
-        network=request.network,
-        env_file=request.env_file,
-    )
+run_oneoff()
