@@ -11,13 +11,12 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from gevent.lock import RLock
 from pyinfra import host, inventory, state
 
 from .config import knob
 from .facts import RunningAppTag, RunningWorkerTag
 from .operations.oneoff import oneoff_container
-from .preflight import refuse
+from .preflight import once_per_run, refuse
 from .rollout.lock import take_deploy_lock
 from .rollout.plan import PlanError, check_tag
 
@@ -32,11 +31,6 @@ class OneoffRequest:
     command: list[str]
     network: str
     env_file: str
-
-
-_requests: dict[int, OneoffRequest] = {}
-# The deploy file runs for every host at once (greenlets): plan once, under a lock.
-_planning = RLock()
 
 
 def parse_command(value, setting: str) -> tuple[list[str], str | None]:
@@ -60,10 +54,7 @@ def parse_command(value, setting: str) -> tuple[list[str], str | None]:
 
 def oneoff_request(command=None) -> OneoffRequest:
     """The one-off of this run: `command` (default: --data oneoff_command)."""
-    with _planning:
-        if id(state) not in _requests:
-            _requests[id(state)] = _plan_oneoff(command)
-        return _requests[id(state)]
+    return once_per_run("oneoff", lambda: _plan_oneoff(command))
 
 
 def _active(group: str) -> list:

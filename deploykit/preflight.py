@@ -6,8 +6,9 @@ so they run for the first host only and stop the run for all of them.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Callable, NoReturn, TypeVar
 
+from gevent.lock import RLock
 from pyinfra import inventory, state
 from pyinfra.api.exceptions import PyinfraError
 
@@ -23,6 +24,24 @@ from .config import (
 )
 
 _checked_states: set[int] = set()
+
+T = TypeVar("T")
+# pyinfra loads the deploy file for every host at once, in greenlets: without the lock,
+# each would run the fleet-wide planning (facts from the LBs and the registry, the deploy
+# lock), and an LB's SSH connection would get more simultaneous sessions than sshd
+# allows (MaxSessions 10). Reentrant: one plan may ask for another.
+_planning = RLock()
+_planned: dict[tuple[int, str], object] = {}
+
+
+def once_per_run(name: str, plan: Callable[[], T]) -> T:
+    """`plan()`, computed by the first host's greenlet and shared by the others. A plan
+    that refuses is not kept: every host's load stops on it."""
+    with _planning:
+        key = (id(state), name)
+        if key not in _planned:
+            _planned[key] = plan()
+        return _planned[key]  # type: ignore[return-value]
 
 
 def preflight(required_groups: tuple[str, ...] = (), app_env_groups: tuple[str, ...] = ()) -> None:

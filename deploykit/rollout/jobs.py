@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pyinfra import inventory, logger, state
 
 from ..config import knob
-from ..preflight import refuse
+from ..preflight import once_per_run, refuse
 from .engine import RolloutFailed
 from .lock import report_outcome, take_deploy_lock
 from .plan import PlanError, check_tag
 from .pyinfra_fleet import PyinfraFleet, finish_host_on_interrupt
 from .report import summary_table
-from .request import _planning, check_registry
+from .request import check_registry
 from .workers import PHASES, WorkerRoll, WorkerRollSettings
 
 
@@ -24,9 +24,6 @@ class JobsRequest:
     job_hosts: list[str]
 
 
-_requests: dict[int, JobsRequest | None] = {}
-
-
 def active_job_hosts() -> list:
     return [h for h in inventory.get_group("job", default=[]) or [] if state.is_host_in_limit(h)]
 
@@ -34,10 +31,7 @@ def active_job_hosts() -> list:
 def jobs_request(tag: str | None = None, required: bool = True) -> JobsRequest | None:
     """The workers' roll to `tag` (default: --data image_tag), checked once per run.
     None when no job host is in the run and `required` is False."""
-    with _planning:
-        if id(state) not in _requests:
-            _requests[id(state)] = _plan(tag, required)
-        return _requests[id(state)]
+    return once_per_run("jobs", lambda: _plan(tag, required))
 
 
 def _plan(tag: str | None, required: bool) -> JobsRequest | None:

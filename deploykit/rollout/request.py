@@ -8,13 +8,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gevent.lock import RLock
 from pyinfra import inventory, logger, state
 
 from ..config import knob
 from ..facts import HaproxyServers, RegistryTagStatus, ReleaseLog, RunningAppTag, manifest_url
 from ..oneoff import parse_command
-from ..preflight import refuse
+from ..preflight import once_per_run, refuse
 from .engine import RollingDeploy, RolloutFailed, RolloutSettings, previous_release
 from .lock import report_outcome, take_deploy_lock
 from .plan import PlanError, check_tag, plan_batches
@@ -33,23 +32,13 @@ class RolloutRequest:
     release_command: tuple[str, ...] = ()
 
 
-_requests: dict[int, RolloutRequest] = {}
-# pyinfra loads the deploy file for every host at once, in greenlets: without the lock,
-# each would run the fleet-wide checks, and the LB's SSH connection would get more
-# simultaneous sessions than sshd allows (MaxSessions 10).
-_planning = RLock()
-
-
 def active_web_hosts() -> list:
     return [h for h in inventory.get_group("web") if state.is_host_in_limit(h)]
 
 
 def rollout_request(tag: str | None = None) -> RolloutRequest:
     """The roll to `tag` (default: --data image_tag), computed and checked once per run."""
-    with _planning:
-        if id(state) not in _requests:
-            _requests[id(state)] = _plan_rollout(tag, action="deploy")
-        return _requests[id(state)]
+    return once_per_run("rollout", lambda: _plan_rollout(tag, action="deploy"))
 
 
 def _plan_rollout(tag: str | None, action: str) -> RolloutRequest:
@@ -204,10 +193,7 @@ def check_registry(first_web_host, settings: RolloutSettings) -> None:
 
 def previous_tag_request() -> RolloutRequest:
     """A roll back to the release before the current one, by the first web host's log."""
-    with _planning:
-        if id(state) not in _requests:
-            _requests[id(state)] = _plan_rollout(_previous_tag(), action="rollback")
-        return _requests[id(state)]
+    return once_per_run("rollout", lambda: _plan_rollout(_previous_tag(), action="rollback"))
 
 
 def _previous_tag() -> str:
