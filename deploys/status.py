@@ -9,18 +9,17 @@ the deploy lock and the last entries of the audit log.
 
 from pyinfra import host, inventory, logger
 
-from deploykit.commands import lock as lock_commands
 from deploykit.config import knob
 from deploykit.facts import DeployContainers, HaproxyServers
 from deploykit.preflight import preflight
-from deploykit.rollout.lock import describe_holder, lock_host, run_on
+from deploykit.rollout.lock import current_holder, lock_host, recent_audit
 from deploykit.status import host_rows, render_status
 
 AUDIT_LINES = 10
 
 preflight(required_groups=("lb",))
 
-if host.name == inventory.get_group("lb")[0].name:
+if host.name == lock_host().name:
     lbs = inventory.get_group("lb")
     lb_servers = {
         lb.name: lb.get_fact(
@@ -34,18 +33,6 @@ if host.name == inventory.get_group("lb")[0].name:
     for group in ("web", "job"):
         for app_host in inventory.get_group(group, default=[]) or []:
             rows += host_rows(app_host.name, app_host.get_fact(DeployContainers), lb_servers)
-    first_lb = lock_host()
-    _, holder = run_on(first_lb, lock_commands.show(knob(first_lb.data, "deploy_lock_file")))
-    _, audit = run_on(
-        first_lb, lock_commands.audit_tail(knob(first_lb.data, "deploy_audit_log"), AUDIT_LINES)
-    )
-    logger.info(
-        render_status(
-            rows,
-            describe_holder(holder) if holder else "",
-            [line for line in audit.splitlines() if line.strip()],
-            first_lb.name,
-        )
-    )
+    logger.info(render_status(rows, current_holder(), recent_audit(AUDIT_LINES), lock_host().name))
     # A report, not a deploy: stop here, before pyinfra asks to confirm zero changes.
     raise SystemExit(0)

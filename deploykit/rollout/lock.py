@@ -221,3 +221,10 @@ def current_holder() -> str:
     lb = lock_host()
     _, holder = run_on(lb, lock_commands.show(knob(lb.data, "deploy_lock_file")))
     return describe_holder(holder) if holder else ""
+
+
+def recent_audit(lines: int) -> list[str]:
+    """The last `lines` entries of the audit log, oldest first."""
+    lb = lock_host()
+    _, audit = run_on(lb, lock_commands.audit_tail(knob(lb.data, "deploy_audit_log"), lines))
+    return [line for line in audit.splitlines() if line.strip()]
