@@ -237,7 +237,7 @@ class RollingDeploy:
             with self._phase(report, "start"):
                 self._must(
                     host,
-                    _timed(
+                    timed(
                         docker_commands.start_app(
                             new,
                             settings.image,
@@ -263,13 +263,13 @@ class RollingDeploy:
                 if old:
                     self._must(
                         host,
-                        _timed(docker_commands.stop(old.nginx, settings.stop_timeout_s)),
+                        timed(docker_commands.stop(old.nginx, settings.stop_timeout_s)),
                         report,
                         "stop the old nginx",
                     )
                 self._must(
                     host,
-                    _timed(
+                    timed(
                         docker_commands.start_nginx(
                             new,
                             settings.nginx_image,
@@ -436,7 +436,7 @@ class RollingDeploy:
         if old:
             result = self.fleet.run(
                 host,
-                _timed(
+                timed(
                     docker_commands.stop(old.app, settings.stop_timeout_s)
                     + " && "
                     + docker_commands.remove(old.nginx, old.app)
@@ -468,7 +468,7 @@ class RollingDeploy:
         return _Timer()
 
 
-def _timed(command: str) -> str:
+def timed(command: str) -> str:
     """Run a command on the host and report its duration as time spent waiting on it."""
     return (
         f"start=$(date +%s%N); {command}; status=$?; "

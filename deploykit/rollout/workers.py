@@ -25,9 +25,9 @@ from .engine import (
     HostReport,
     RolloutFailed,
     SwapFailed,
-    _timed,
     prune_images,
     record_release,
+    timed,
 )
 
 PHASES = ("stop", "start", "ready", "cleanup")
@@ -134,7 +134,7 @@ class WorkerRoll:
                     # SIGTERM: the worker takes no new job and exits once its job is done.
                     self._must(
                         host,
-                        _timed(docker_commands.stop(old.name, settings.stop_timeout_s)),
+                        timed(docker_commands.stop(old.name, settings.stop_timeout_s)),
                         report,
                         f"stop the old worker {old.name}",
                     )
@@ -202,7 +202,7 @@ class WorkerRoll:
                 command = (
                     docker_commands.stop(worker.name, settings.stop_timeout_s) + " && " + command
                 )
-            result = self.fleet.run(host, _timed(command))
+            result = self.fleet.run(host, timed(command))
             report.waited_s += result.waited_s
             if not result.ok:
                 self.fleet.log(f"{host}: removing worker {worker.name} failed: {result.reason()}")

@@ -1,5 +1,5 @@
 """The rolling deploy's small helpers: the release log and image pruning (exact strings,
-then run with `sh -c` against a fake `docker`), `_timed`, `CommandResult`,
+then run with `sh -c` against a fake `docker`), `timed`, `CommandResult`,
 `previous_release`, the summary table, and the registry manifest URL."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from deploykit.facts import manifest_url
 from deploykit.rollout.engine import (
     CommandResult,
     HostReport,
-    _timed,
     previous_release,
     prune_images,
     record_release,
+    timed,
 )
 from deploykit.rollout.report import summary_table
 
@@ -46,7 +46,7 @@ def test_prune_images_keeps_the_last_distinct_releases():
 
 
 def test_timed_reports_the_duration_and_keeps_the_exit_status():
-    assert _timed("docker stop --time 30 nginx-v1-1") == (
+    assert timed("docker stop --time 30 nginx-v1-1") == (
         "start=$(date +%s%N); docker stop --time 30 nginx-v1-1; status=$?;"
         " echo waited_ms=$((($(date +%s%N) - start) / 1000000)); exit $status"
     )
@@ -139,7 +139,7 @@ def test_prune_without_a_release_log_removes_nothing(run_sh, tmp_path):
 
 
 def test_timed_keeps_the_status_and_prints_the_duration(run_sh):
-    result = run_sh(_timed("sleep 0.2 && false"))
+    result = run_sh(timed("sleep 0.2 && false"))
     assert result.returncode == 1
     [line] = result.stdout.splitlines()
     assert line.startswith("waited_ms=")
@@ -147,7 +147,7 @@ def test_timed_keeps_the_status_and_prints_the_duration(run_sh):
 
 
 def test_timed_of_a_success(run_sh):
-    result = run_sh(_timed("echo done"))
+    result = run_sh(timed("echo done"))
     assert result.returncode == 0
     assert result.stdout.splitlines()[0] == "done"
     assert result.stdout.splitlines()[1].startswith("waited_ms=")
