@@ -232,6 +232,16 @@ def _ensure_pg_client_image(client) -> None:
         )
 
 
+def deploy_args(tag: str, *extra: str) -> list[str]:
+    """The arguments of a roll of the sandbox's web hosts to `tag`."""
+    return ["inventories/sandbox.py", "deploys/web.py", "--data", f"image_tag={tag}", *extra]
+
+
+def other_tag(fleet: World) -> str:
+    """Of v1 and v2, the one web1 does not run: a roll that changes something."""
+    return "v2" if fleet.running_tag("web1") == "v1" else "v1"
+
+
 def wait_for(predicate, timeout: float = 120, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

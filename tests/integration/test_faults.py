@@ -17,19 +17,13 @@ from .sandbox_world import (
     LoadRun,
     World,
     copy_sandbox_inventory,
+    deploy_args,
+    other_tag,
     pyinfra,
     wait_for,
 )
 
 URLS = ["http://127.0.0.1:8080/", "https://127.0.0.1:8443/"]
-
-
-def deploy_args(tag: str, *extra: str) -> list[str]:
-    return ["inventories/sandbox.py", "deploys/web.py", "--data", f"image_tag={tag}", *extra]
-
-
-def other_tag(fleet: World) -> str:
-    return "v2" if fleet.running_tag("web1") == "v1" else "v1"
 
 
 def assert_converged(fleet: World, tag: str) -> None:

@@ -9,19 +9,20 @@ import uuid
 
 import pytest
 
-from .sandbox_world import PYINFRA, REPO_ROOT, BackgroundPyinfra, World, pyinfra, wait_for
+from .sandbox_world import (
+    PYINFRA,
+    REPO_ROOT,
+    BackgroundPyinfra,
+    World,
+    deploy_args,
+    other_tag,
+    pyinfra,
+    wait_for,
+)
 
 LOCK = "/var/lib/deploykit/deploy.lock"
 AUDIT = "/var/log/deploykit/audit.log"
 REMOTE_LOGS = "/var/log/deploykit/remote"
-
-
-def deploy_args(tag: str, *extra: str) -> list[str]:
-    return ["inventories/sandbox.py", "deploys/web.py", "--data", f"image_tag={tag}", *extra]
-
-
-def other_tag(fleet: World) -> str:
-    return "v2" if fleet.running_tag("web1") == "v1" else "v1"
 
 
 def audit_entries(fleet: World) -> list[dict]:
