@@ -12,7 +12,8 @@ INVENTORY ?= inventories/sandbox.py
 setup:
 	bin/setup
 
-## sandbox: create (or complete) the local fleet; SANDBOX_WEB=8 SANDBOX_LB=2 resize it
+## sandbox: create (or complete) the local fleet; SANDBOX_WEB=8 SANDBOX_LB=2 resize it,
+## SANDBOX_RELEASE=bookworm (default trixie) or SANDBOX_RELEASES="web1=bookworm" pick Debian
 sandbox: setup
 	$(PYTHON) -m sandbox up
 
@@ -45,9 +46,11 @@ rollback: setup
 bench: setup images
 	$(PYTHON) -m bench.roll_benchmark --web 3 6
 
-## test: every test, unit then sandbox integration (the sandbox is recreated)
+## test: every test, unit then sandbox integration on Debian 13 hosts, then the
+## `every_release` integration tests on Debian 12 hosts (the sandbox is recreated each time)
 test: setup
-	$(PYTHON) -m pytest tests/unit tests/integration
+	SANDBOX_RELEASE=trixie $(PYTHON) -m pytest --durations=25 tests/unit tests/integration
+	SANDBOX_RELEASE=bookworm $(PYTHON) -m pytest --durations=25 -m every_release tests/integration
 
 unit: setup
 	$(PYTHON) -m pytest tests/unit

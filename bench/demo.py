@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .harness import SANDBOX_URLS, LoadRun, pyinfra
+from .harness import LoadRun, lb_urls, pyinfra
 
 
 def deploy(tag: str, report: Path | None = None):
@@ -30,7 +30,7 @@ def main() -> int:
     report_path = Path(tempfile.mkstemp(prefix="deploykit-roll-", suffix=".json")[1])
     print("demo: rolling v1 -> v2 under 150 requests/s (HTTP and HTTPS, keep-alive and new")
     print("      connections, every 10th request a slow 800 ms one)")
-    with LoadRun(SANDBOX_URLS, rate=150) as load:
+    with LoadRun(lb_urls(), rate=150) as load:
         roll = deploy("v2", report_path)
     if roll.returncode != 0:
         print(roll.output[-4000:])

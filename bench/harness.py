@@ -17,8 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SANDBOX_URLS = ["http://127.0.0.1:8080/", "https://127.0.0.1:8443/"]
+CLUSTER_FILE = REPO_ROOT / ".sandbox" / "cluster.json"
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+
+
+def lb_urls(lb: str = "lb1") -> list[str]:
+    """The HTTP and HTTPS front doors the sandbox publishes on 127.0.0.1 for `lb`."""
+    cluster = json.loads(CLUSTER_FILE.read_text())
+    published = next(h["published"] for h in cluster["hosts"] if h["name"] == lb)
+    return [f"http://127.0.0.1:{published['80']}/", f"https://127.0.0.1:{published['443']}/"]
+
+
+def registry_from_here() -> str:
+    """The sandbox registry as this machine reaches it (for `make images`)."""
+    return json.loads(CLUSTER_FILE.read_text())["registry"]["from_here"]
+
+
+# pyinfra's own error lines ("Error: ...", "[host] Error", "--> An error occurred"),
+# tracebacks and the kit's refusals.
+ERROR_LINE = re.compile(r"\berror\b|Traceback|refus|[Ff]ailed", re.IGNORECASE)
 
 
 @dataclass
@@ -33,6 +50,22 @@ class RunResult:
             raise AssertionError(f"no results table in pyinfra output:\n{self.output[-3000:]}")
         values = [0 if value == "-" else int(value) for value in match.groups()]
         return dict(zip(("operations", "changed", "errors", "unchanged"), values))
+
+    def failure_excerpt(self, limit: int = 6000) -> str:
+        """What a failed run said about its failure: every error line with the lines
+        around it, then the output's end. The end alone is pyinfra's results table,
+        which counts errors but never says what they were."""
+        lines = self.output.splitlines()
+        marked = [
+            index
+            for index, line in enumerate(lines)
+            if ERROR_LINE.search(line) and "Grand total" not in line
+        ]
+        kept: list[int] = sorted(
+            {near for index in marked for near in range(max(0, index - 3), index + 4)}
+        )
+        excerpt = "\n".join(lines[index] for index in kept if index < len(lines))
+        return f"{excerpt[:limit]}\n...\n{self.output[-1500:]}"
 
 
 def pyinfra(*args: str, timeout: int = 900, env: dict | None = None) -> RunResult:
@@ -57,6 +90,13 @@ class LoadRun:
         self.rate = rate
         self.out = (out_dir or Path("/tmp")) / f"load-{os.getpid()}-{id(self)}.json"
         self.results: dict = {}
+        # (unix time, what happened): the test's own actions, set against the failures'
+        # timeline in the summary.
+        self.marks: list[tuple[float, str]] = []
+
+    def mark(self, what: str) -> None:
+        """Note an action of the test (a reload, a kill) for the summary's timeline."""
+        self.marks.append((time.time(), what))
 
     def __enter__(self) -> "LoadRun":
         command = [
@@ -99,16 +139,22 @@ class LoadRun:
 
     def summary(self) -> str:
         r = self.results
+        started = r.get("started_at_unix", 0.0)
+        marks = ", ".join(f"t={at - started:.1f}s {what}" for at, what in self.marks)
         return (
             f"sent {r['sent']} at {r['achieved_rate']:.0f}/s, failed {r['failed']} "
             f"{r['failures_by_reason']} {r['failure_examples'][:3]}, "
             f"stale keep-alive retries {r['stale_retries']}, versions {r['versions_first_seen']}"
+            f"; failures by second {r.get('failures_by_second', [])[:40]}"
+            f"; the test's actions: {marks or 'none'}"
         )
 
-    def assert_no_failed_request(self, min_rate: float = 100) -> None:
+    def assert_no_failed_request(self, min_rate: float = 100, context: str = "") -> None:
+        """`context`: what else explains a failure (the roll's own report, say)."""
         r = self.results
-        assert r["failed"] == 0, self.summary()
-        assert r["sent"] > 0 and r["achieved_rate"] >= min_rate, self.summary()
+        explained = f"{self.summary()}\n{context}" if context else self.summary()
+        assert r["failed"] == 0, explained
+        assert r["sent"] > 0 and r["achieved_rate"] >= min_rate, explained
 
     @property
     def last_version(self) -> str:

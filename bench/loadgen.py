@@ -163,6 +163,15 @@ def _count_outcomes(records: Iterable[RequestRecord]) -> dict[str, int]:
     return counts
 
 
+def failures_by_second(failed: Sequence[RequestRecord]) -> list[list]:
+    """When the failures started, second by second: [[second, {reason: count}], ...] in
+    order, so an outage reads against the deploy's own timeline."""
+    seconds: dict[int, Counter] = {}
+    for record in failed:
+        seconds.setdefault(int(record.start), Counter())[record.reason or "unknown"] += 1
+    return [[second, dict(reasons)] for second, reasons in sorted(seconds.items())]
+
+
 def summarize(
     records: Iterable[RequestRecord], *, send_duration_s: float | None = None
 ) -> dict[str, Any]:
@@ -208,6 +217,7 @@ def summarize(
             }
             for r in failed[:FAILURE_EXAMPLES]
         ],
+        "failures_by_second": failures_by_second(failed),
         "stale_retries": sum(1 for r in by_start if r.retried),
         "send_duration_s": None if send_duration_s is None else round(send_duration_s, 3),
         "achieved_rate": achieved_rate,

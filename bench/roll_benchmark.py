@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .harness import REPO_ROOT, SANDBOX_URLS, LoadRun, pyinfra
+from .harness import REPO_ROOT, LoadRun, lb_urls, pyinfra
 
 PHASES = ("drain", "start", "health", "readmit", "observe", "cleanup")
 
@@ -48,7 +48,7 @@ def measure(web: int, batch: str) -> dict:
     deploy = ["inventories/sandbox.py", "deploys/web.py", "--data", f"rollout_batch_size={batch}"]
     must(pyinfra(*deploy, "--data", "image_tag=v1"), "deploy v1")
     report_path = Path(tempfile.mkstemp(suffix=".json")[1])
-    with LoadRun(SANDBOX_URLS, rate=150) as load:
+    with LoadRun(lb_urls(), rate=150) as load:
         must(
             pyinfra(
                 *deploy, "--data", "image_tag=v2", "--data", f"rollout_report_file={report_path}"

@@ -35,7 +35,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .config import knob
 from .paths import REPO_ROOT
+from .registry_access import password_secret_names
 from .secrets import SecretsError, load_secrets
 
 TYPES = ("string", "int", "number", "bool", "url")
@@ -326,8 +328,6 @@ def env_file_values(text: str) -> dict[str, str]:
 
 def host_app_env(host, inventory) -> AppEnv:
     """Compose and check `host`'s environment. Problems are listed, never raised."""
-    from .config import knob  # config imports the components, which import this module
-
     data = host.data
     secrets_file = knob(data, "app_secrets_file")
     try:
@@ -338,6 +338,9 @@ def host_app_env(host, inventory) -> AppEnv:
         secrets = load_secrets(secrets_file)
     except SecretsError as error:
         return AppEnv(problems=[str(error)])
+    # Registry passwords are the Docker engine's, never the app's (registry_access.py).
+    registry_passwords = password_secret_names(data)
+    secrets = {name: value for name, value in secrets.items() if name not in registry_passwords}
     groups = {
         name: [member.data.get("private_ip") or member.name for member in members]
         for name, members in inventory.groups.items()

@@ -1,5 +1,6 @@
 """The settings schema: every knob's default and type, and the checks run before any host
-is touched (unknown keys, wrong types, missing groups).
+is touched (unknown keys, wrong types, missing groups). The knobs are declared once, in
+the DEFAULTS of their component, read as data by declarations.py.
 
 A typo in a knob is an error, not a silent default: ``docker_log_max_sizee`` in
 ``group_data/all.py`` stops the deploy and names the key, the file and the closest
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import ast
 import difflib
-import sys
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .components import COMPONENT_DEFAULTS
+from .command_line import inventory_file
+from .declarations import all_declarations
 from .paths import GROUP_DATA_DIR, REPO_ROOT
-from .rollout.settings import DEFAULTS as ROLLOUT_DEFAULTS
 
 # Keys read by pyinfra's connectors, or describing the host itself.
 HOST_KEYS = {
@@ -40,23 +41,13 @@ HOST_KEYS = {
     "ssh_file_transfer_protocol",
 }
 
-# Knobs of the deploy entry points themselves (not of one component).
-DEPLOY_DEFAULTS: dict[str, object] = {
-    # The app image tag deploys/web.py rolls out: --data image_tag=v2
-    "image_tag": "",
-    # The command deploys/oneoff/run.py runs once in a container of the app image:
-    # --data oneoff_command='python3 /app/manage.py migrate' (or a JSON list of words).
-    "oneoff_command": "",
-    # Where deploys/oneoff/*.py run (a web or job host); "" is the first web host.
-    "oneoff_host": "",
-}
-
 # Knobs that take more than one type.
 ALLOWED_TYPES: dict[str, tuple[type, ...]] = {
     "rollout_batch_size": (int, str),
     # A command: a string split into words as a shell would, or the list of words.
     "oneoff_command": (str, list),
     "rollout_release_command": (str, list),
+    "only": (str, list),
 }
 
 
@@ -71,10 +62,8 @@ class Schema:
     @classmethod
     def build(cls) -> "Schema":
         defaults: dict[str, object] = {}
-        for component_defaults in COMPONENT_DEFAULTS.values():
-            defaults.update(component_defaults)
-        defaults.update(ROLLOUT_DEFAULTS)
-        defaults.update(DEPLOY_DEFAULTS)
+        for declarations in all_declarations():
+            defaults.update(declarations.defaults())
         return cls(defaults)
 
     def is_known(self, key: str) -> bool:
@@ -173,24 +162,17 @@ def check_groups(inventory, required: tuple[str, ...]) -> list[str]:
         members = inventory.get_group(group, default=None)
         if not members:
             # pyinfra drops empty groups while loading: empty and missing look alike.
-            errors.append(f"{_inventory_file()}: no hosts in group {group!r}; this deploy needs it")
+            where = inventory_file() or "the inventory"
+            errors.append(f"{where}: no hosts in group {group!r}; this deploy needs it")
     return errors
-
-
-def _inventory_file() -> str:
-    """The inventory named on pyinfra's command line: its first existing .py argument."""
-    for argument in sys.argv[1:]:
-        if argument.endswith(".py") and Path(argument).is_file():
-            return argument
-    return "the inventory"
 
 
 def group_data_folders() -> list[Path]:
     """The folders pyinfra's CLI reads group data from: ./group_data, then the
     inventory's own group_data folder."""
     folders = [Path.cwd() / "group_data"]
-    inventory = _inventory_file()
-    if inventory != "the inventory":
+    inventory = inventory_file()
+    if inventory:
         folders.append(Path(inventory).resolve().parent / "group_data")
     unique = []
     for folder in folders:
@@ -204,3 +186,22 @@ def _relative(path: Path) -> str:
         return str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
+
+
+def command_words(value, setting: str) -> tuple[list[str], str | None]:
+    """A command setting given as a string (split as a shell would, no shell features)
+    or as a list of words; (argv, problem)."""
+    if isinstance(value, (list, tuple)):
+        words = [str(word) for word in value]
+    elif isinstance(value, str):
+        try:
+            words = shlex.split(value)
+        except ValueError as error:
+            return [], f"{setting}: cannot split {value!r} into words: {error}"
+    elif value is None:
+        words = []
+    else:
+        return [], f"{setting} must be a string or a list of words, got {value!r}"
+    if not words:
+        return [], f"{setting} is empty: give the command to run, e.g. --data {setting}='...'"
+    return words, None

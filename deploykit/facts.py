@@ -3,45 +3,93 @@
 from __future__ import annotations
 
 import shlex
+from contextlib import contextmanager
 
+from pyinfra import state
 from pyinfra.api import FactBase
 
-from .commands.docker import list_accessories, running_app_tag
+from .commands.accessories import list_accessories
+from .commands.containers import list_release_containers, running_tags
+from .commands.haproxy import parse_show_servers, show_servers
+from .commands.postgres import parse_role_state, psql_query_as_postgres, role_state_query
+from .commands.scheduled_jobs import list_installed, parse_job_status, status_script
+from .commands.workers import WORKER_ROLE
 
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.oci.image.index.v1+json",
-    ]
-)
+# Reads each Docker client folder's config.json; prints modes, owners and a SHA-256 of the
+# credential stored for the registry, never the credential (base64 of user:password).
+# One line per finding, tab-separated, the folder always second: "seen", then "folder"
+# and "file" with "MODE OWNER", and "auth" with the SHA-256 of the stored credential
+# (never the credential itself). Shell and jq only: hosts need not have python3, and jq
+# is what the Docker engine's component installs (a host without it yet reads as never
+# logged in, which a dry run then plans to fix).
+_CLIENT_AUTHS_SCRIPT = r"""
+key=$1; shift
+for folder in "$@"; do
+  printf 'seen\t%s\n' "$folder"
+  [ -e "$folder" ] && printf 'folder\t%s\t%s\n' "$folder" "$(stat -c '%a %U' "$folder")"
+  config="$folder/config.json"
+  [ -e "$config" ] || continue
+  printf 'file\t%s\t%s\n' "$folder" "$(stat -c '%a %U' "$config")"
+  auth=$(jq -j --arg key "$key" '.auths[$key].auth // empty' "$config" 2>/dev/null) || auth=
+  [ -n "$auth" ] || continue
+  digest=$(printf %s "$auth" | sha256sum | cut -d' ' -f1)
+  printf 'auth\t%s\t%s\n' "$folder" "$digest"
+done
+true
+"""
 
 
-def manifest_url(image_repository: str, tag: str, insecure_registries: list[str]) -> str:
-    """registry:5000/deploykit/app + v2 -> http://registry:5000/v2/deploykit/app/manifests/v2"""
-    registry, _, repository = image_repository.partition("/")
-    if not repository or ("." not in registry and ":" not in registry and registry != "localhost"):
-        raise ValueError(
-            f"app_image {image_repository!r} must name its registry, "
-            "like registry.example.com/team/app"
-        )
-    scheme = "http" if registry in insecure_registries else "https"
-    return f"{scheme}://{registry}/v2/{repository}/manifests/{tag}"
+class DockerClientAuths(FactBase):
+    """For each Docker client folder (~/.docker): {"folder": [mode, owner], "file":
+    [mode, owner] of its config.json, "auth_sha256": digest of the credential stored for
+    `key`}, each present only when it exists. Read as root (the folders are private)."""
 
-
-class RegistryTagStatus(FactBase):
-    """HTTP status of the tag's manifest in the registry, as seen from the host:
-    200 (present), 404 (unknown tag), 000 (registry unreachable)."""
-
-    def command(self, url: str) -> str:
-        return (
-            f"curl -s -o /dev/null -m 10 -w '%{{http_code}}' --head "
-            f"-H {shlex.quote('Accept: ' + MANIFEST_TYPES)} {shlex.quote(url)} || true"
-        )
+    def command(self, key: str, folders: tuple[str, ...]) -> str:
+        words = ["sh", "-c", _CLIENT_AUTHS_SCRIPT, "sh", key, *folders]
+        return " ".join(shlex.quote(word) for word in words)
 
     def process(self, output):
-        return "".join(output).strip() or "000"
+        found: dict[str, dict] = {}
+        for line in "\n".join(output).splitlines():
+            kind, folder, *values = line.split("\t")
+            entry = found.setdefault(folder, {})
+            if kind in ("folder", "file"):
+                entry[kind] = values[0].split()
+            elif kind == "auth":
+                entry["auth_sha256"] = values[0]
+        return found
+
+
+# How many reads of secret-bearing facts are in progress (planning runs one greenlet per
+# host), and whether pyinfra printed fact output before the first one began.
+_secret_reads = 0
+_printed_before = False
+
+
+@contextmanager
+def output_not_printed():
+    """Read facts whose output holds secrets (a private file's contents, a password's
+    SCRAM verifier) without pyinfra printing that output: at -vvv it prints every
+    fact's output (State.print_fact_output), with no way to exempt one fact. Greenlets
+    may overlap here: printing comes back when the last of them is done."""
+    global _secret_reads, _printed_before
+    if _secret_reads == 0:
+        _printed_before = getattr(state, "print_fact_output", False)
+    _secret_reads += 1
+    if _printed_before:
+        state.print_fact_output = False
+    try:
+        yield
+    finally:
+        _secret_reads -= 1
+        if _secret_reads == 0 and _printed_before:
+            state.print_fact_output = True
+
+
+def get_secret_fact(host, fact, **arguments):
+    """host.get_fact(fact, ...) for a fact whose output holds secrets: never printed."""
+    with output_not_printed():
+        return host.get_fact(fact, **arguments)
 
 
 class ReleaseLog(FactBase):
@@ -60,7 +108,7 @@ class RunningAppTag(FactBase):
     role = "app"
 
     def command(self) -> str:
-        return f"{running_app_tag(self.role)} 2>/dev/null || true"
+        return f"{running_tags(self.role)} 2>/dev/null || true"
 
     def process(self, output):
         tags = [line.strip() for line in output if line.strip()]
@@ -70,7 +118,7 @@ class RunningAppTag(FactBase):
 class RunningWorkerTag(RunningAppTag):
     """Tag of the running job worker containers (the app image), or None."""
 
-    role = "worker"
+    role = WORKER_ROLE
 
 
 class HaproxyServers(FactBase):
@@ -78,8 +126,6 @@ class HaproxyServers(FactBase):
     API does not answer (HAProxy not installed or not running)."""
 
     def command(self, socket: str, backend: str) -> str:
-        from .commands.haproxy import show_servers
-
         # Right after a reload (a provision run just before) the new worker may not have
         # bound the socket yet: ask again for a few seconds before calling it absent.
         return (
@@ -89,8 +135,6 @@ class HaproxyServers(FactBase):
         )
 
     def process(self, output):
-        from .commands.haproxy import parse_show_servers
-
         text = "\n".join(output)
         return parse_show_servers(text) if text.strip() else None
 
@@ -103,11 +147,7 @@ class DeployContainers(FactBase):
         return []
 
     def command(self) -> str:
-        return (
-            "docker ps -a --filter label=io.deploykit.role --format "
-            '\'{{.Names}}\t{{.Label "io.deploykit.role"}}\t{{.Label "io.deploykit.tag"}}'
-            "\t{{.Status}}' 2>/dev/null || true"
-        )
+        return f"{list_release_containers()} 2>/dev/null || true"
 
     def process(self, output):
         containers = []
@@ -146,8 +186,6 @@ class PostgresRoleState(FactBase):
     not installed or not running."""
 
     def command(self, role: str, database: str) -> str:
-        from .commands.postgres import psql_query_as_postgres, role_state_query
-
         return psql_query_as_postgres(role_state_query(role, database))
 
     @staticmethod
@@ -155,6 +193,103 @@ class PostgresRoleState(FactBase):
         return {"role": None, "database_owner": None}
 
     def process(self, output):
-        from .commands.postgres import parse_role_state
-
         return parse_role_state(list(output))
+
+
+class PostgresMajorVersions(FactBase):
+    """PostgreSQL server major versions on the host, as Debian lays them out:
+    {"installed": [15, 17], "packaged": 17}. installed: majors whose server binary is
+    there (/usr/lib/postgresql/N/bin/postgres); packaged: the major that Debian's
+    `postgresql` package depends on (the release's own), or None when apt knows no such
+    package (its package lists are empty)."""
+
+    @staticmethod
+    def default():
+        return {"installed": [], "packaged": None}
+
+    def command(self) -> str:
+        return (
+            "for binary in /usr/lib/postgresql/*/bin/postgres; do "
+            '[ -x "$binary" ] && echo "installed $binary"; done; '
+            "apt-cache show --no-all-versions postgresql 2>/dev/null "
+            "| sed -n 's/^Depends:.*postgresql-\\([0-9][0-9]*\\).*/packaged \\1/p'; true"
+        )
+
+    def process(self, output):
+        return parse_postgres_major_versions(list(output))
+
+
+def parse_postgres_major_versions(lines: list[str]) -> dict:
+    installed, packaged = set(), None
+    for line in lines:
+        kind, _, value = line.strip().partition(" ")
+        if kind == "installed":
+            major = value.removeprefix("/usr/lib/postgresql/").split("/", 1)[0]
+            if major.isdigit():
+                installed.add(int(major))
+        elif kind == "packaged" and value.isdigit():
+            packaged = int(value)
+    return {"installed": sorted(installed), "packaged": packaged}
+
+
+class AptPackageVersions(FactBase):
+    """One package as apt sees it: {"installed": version or None, "candidate": version or
+    None}; candidate is None when no configured source has the package (or apt's package
+    lists are empty)."""
+
+    @staticmethod
+    def default():
+        return {"installed": None, "candidate": None}
+
+    def command(self, package: str) -> str:
+        return f"LC_ALL=C apt-cache policy {shlex.quote(package)} 2>/dev/null; true"
+
+    def process(self, output):
+        return parse_apt_policy(list(output))
+
+
+def parse_apt_policy(lines: list[str]) -> dict:
+    versions = {"installed": None, "candidate": None}
+    for line in lines:
+        key, _, value = line.strip().partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if key in versions and versions[key] is None and value and value != "(none)":
+            versions[key] = value
+    return versions
+
+
+def os_description(distribution: dict) -> str:
+    """pyinfra's LinuxDistribution fact -> "Debian 13 (trixie)"."""
+    codename = (distribution.get("release_meta") or {}).get("VERSION_CODENAME")
+    words = [distribution.get("name") or "this OS", str(distribution.get("major") or "")]
+    described = " ".join(word for word in words if word)
+    return f"{described} ({codename})" if codename else described
+
+
+class InstalledScheduledJobs(FactBase):
+    """The names of the scheduled jobs whose timers are installed on the host."""
+
+    def command(self) -> str:
+        return list_installed()
+
+    @staticmethod
+    def default():
+        return []
+
+    def process(self, output):
+        return sorted(line.strip() for line in output if line.strip())
+
+
+class ScheduledJobsStatus(FactBase):
+    """Each installed scheduled job: schedule, next run, systemd's state, last result
+    (see commands.scheduled_jobs.parse_job_status)."""
+
+    def command(self, state_dir: str) -> str:
+        return status_script(state_dir)
+
+    @staticmethod
+    def default():
+        return []
+
+    def process(self, output):
+        return parse_job_status("\n".join(output))

@@ -1,4 +1,10 @@
-"""Turn the role-based firewall matrix of group_data into concrete rules for one host."""
+"""Turn the role-based firewall matrix of group_data into concrete rules for one host.
+
+Containers on a host count as that host's own roles: a port is open to them only when
+the matrix names one of the host's groups among its sources ("any" means any address
+on the network, not the host's own containers). So a container on a web host cannot
+reach that host's sshd, nor a port the matrix opens only to the load balancers.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,34 @@ class FirewallRule:
     sources: tuple[str, ...]
     # The roles the sources came from, for the comment in the rules file.
     roles: tuple[str, ...]
+    # The host's own containers may reach it (one of the host's groups is a source).
+    from_containers: bool = False
+
+    @property
+    def sources_v4(self) -> tuple[str, ...]:
+        return split_families(self.sources)[0]
+
+    @property
+    def sources_v6(self) -> tuple[str, ...]:
+        return split_families(self.sources)[1]
+
+
+def accept_from(match: str, v4, v6) -> list[str]:
+    """nftables accept rules for `match` from these sources (none: from anywhere), one
+    per address family: `ip saddr` never matches IPv6, nor `ip6 saddr` IPv4."""
+    if not v4 and not v6:
+        return [f"{match} accept"]
+    lines = [f"{match} ip saddr {{ {', '.join(v4)} }} accept"] if v4 else []
+    if v6:
+        lines.append(f"{match} ip6 saddr {{ {', '.join(v6)} }} accept")
+    return lines
+
+
+def split_families(sources) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(IPv4 sources, IPv6 sources): nftables matches them with `ip` and `ip6` saddr."""
+    v4 = tuple(s for s in sources if ipaddress.ip_network(s, strict=False).version == 4)
+    v6 = tuple(s for s in sources if ipaddress.ip_network(s, strict=False).version == 6)
+    return v4, v6
 
 
 def parse_port(spec: str) -> tuple[int, str]:
@@ -58,7 +92,8 @@ def build_rules(groups: list[str], matrix: dict, addresses_of_group) -> list[Fir
             elif previous is not None:
                 resolved = tuple(sorted(set(previous.sources) | set(resolved or ())))
             roles = tuple(sorted(set(sources) | set(previous.roles if previous else ())))
-            rules[(port, proto)] = FirewallRule(port, proto, resolved or (), roles)
+            from_containers = bool(set(groups) & set(roles))
+            rules[(port, proto)] = FirewallRule(port, proto, resolved or (), roles, from_containers)
     return [rules[key] for key in sorted(rules)]
 
 

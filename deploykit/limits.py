@@ -7,11 +7,12 @@ the run stops instead, naming the pattern, before anything connects.
 
 from __future__ import annotations
 
-import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
 from pyinfra.api.exceptions import PyinfraError
+
+from .command_line import arguments
 
 
 class LimitMatchesNothing(PyinfraError):
@@ -33,7 +34,7 @@ def check_limit(groups: dict[str, list], inventory_file: str, argv: list[str] | 
     pyinfra also makes a group of the inventory file's name (`--limit staging`)."""
     hosts = {h if isinstance(h, str) else h[0] for members in groups.values() for h in members}
     names = hosts | set(groups) | {Path(inventory_file).stem}
-    for pattern in limit_patterns(sys.argv[1:] if argv is None else argv):
+    for pattern in limit_patterns(arguments() if argv is None else argv):
         if not any(fnmatch(name, pattern) for name in names):
             # pyinfra 3 takes each --limit as one pattern: "web1,job1" matches nothing.
             hint = "; pyinfra does not split on commas: repeat --limit" if "," in pattern else ""

@@ -4,5 +4,4 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = REPO_ROOT / "templates"
-FILES_DIR = REPO_ROOT / "files"
 GROUP_DATA_DIR = REPO_ROOT / "group_data"

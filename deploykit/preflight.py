@@ -6,11 +6,10 @@ so they run for the first host only and stop the run for all of them.
 
 from __future__ import annotations
 
-from typing import Callable, NoReturn, TypeVar
+from typing import Callable, TypeVar
 
 from gevent.lock import RLock
 from pyinfra import inventory, state
-from pyinfra.api.exceptions import PyinfraError
 
 from .appenv import host_app_env
 from .config import (
@@ -22,6 +21,7 @@ from .config import (
     check_values,
     group_data_folders,
 )
+from .errors import refuse
 
 _checked_states: set[int] = set()
 
@@ -83,11 +83,6 @@ def check_app_env(inventory, groups: tuple[str, ...], in_limit) -> list[str]:
     ]
 
 
-class DeployRefused(PyinfraError):
-    """Bad input found while planning; pyinfra prints it without a traceback."""
-
-
-def refuse(errors: list[str]) -> NoReturn:
-    """Stop the whole run during planning: no operation has run on any host yet."""
-    listing = "\n  ".join(errors)
-    raise DeployRefused(f"deploykit: refusing to run, nothing was changed:\n  {listing}")
+def hosts_in_run(group: str) -> list:
+    """The hosts of `group` this run acts on (inside --limit), in inventory order."""
+    return [h for h in inventory.get_group(group, default=[]) or [] if state.is_host_in_limit(h)]

@@ -52,13 +52,74 @@ def audit_rows(lines: list[str]) -> list[str]:
     return rows
 
 
-def render_status(rows: list[str], lock_holder: str, audit_lines: list[str], lock_host: str) -> str:
+def job_result(job: dict[str, str]) -> str:
+    """How a scheduled job's last run ended, a failure in capitals."""
+    result, status = job.get("result"), job.get("exit_status", "-")
+    if result is None:
+        ended = "never run"
+    elif result == "success":
+        ended = "succeeded"
+    elif result == "timeout":
+        ended = "FAILED: stopped at its time limit"
+    elif result == "exit-code" and status == "137":
+        ended = "FAILED: killed (SIGKILL)"
+    elif result == "exit-code":
+        ended = f"FAILED: exit status {status}"
+    elif result == "signal":
+        ended = f"FAILED: killed by SIG{status}"
+    else:
+        ended = f"FAILED: {result}"
+    if job.get("active") in ("activating", "deactivating"):
+        ended += " (running now)"
+    return ended
+
+
+def job_rows(host: str, jobs: list[dict[str, str]]) -> list[str]:
+    """One line per scheduled job installed on `host`: schedule, last run (its start and
+    tag), result, next run. A failed last run is marked with `!!`."""
+    rows = []
+    for job in jobs:
+        ended = job_result(job)
+        mark = "!!" if ended.startswith("FAILED") else "  "
+        last = f"{job.get('started', '-')} {job.get('tag', '')}".strip() if "result" in job else "-"
+        # systemd's "Thu 2026-11-27 00:21:50 UTC", without the weekday; "" or n/a: none.
+        next_run = job.get("next", "")
+        next_run = next_run.split(" ", 1)[1] if next_run[:3].isalpha() and " " in next_run else "-"
+        rows.append(
+            f"{mark}{job['job']:<16} {host:<10} {job.get('schedule', '-'):<18} {last:<25} "
+            f"{ended:<36} {next_run}".rstrip()
+        )
+    return rows
+
+
+def render_scheduled_jobs(rows: list[str]) -> list[str]:
+    lines = [
+        "scheduled jobs:",
+        f"  {'job':<16} {'host':<10} {'schedule':<18} {'last run':<25} {'result':<36} next run",
+    ]
+    lines += rows or ["  (none)"]
+    failed = [row[2:].split()[:2] for row in rows if row.startswith("!!")]
+    if failed:
+        names = ", ".join(f"{job} ({host})" for job, host in failed)
+        lines.append(f"!! scheduled jobs whose last run FAILED: {names}")
+    return lines
+
+
+def render_status(
+    rows: list[str],
+    lock_holder: str,
+    audit_lines: list[str],
+    lock_host: str,
+    scheduled_job_rows: list[str] | None = None,
+) -> str:
     lines = [
         "",
         "deploykit: status",
         f"  {'host':<10} {'role':<8} {'tag':<10} {'health':<9} load balancers",
     ]
     lines += rows
+    if scheduled_job_rows is not None:
+        lines += render_scheduled_jobs(scheduled_job_rows)
     lines.append(f"deploy lock on {lock_host}: {lock_holder or 'free'}")
     lines.append(f"last deploys (audit log on {lock_host}):")
     lines += audit_rows(audit_lines) or ["  (none yet)"]

@@ -12,21 +12,22 @@ See deploykit/rollout/workers.py.
 from pyinfra import host, logger
 from pyinfra.operations import python
 
-from deploykit.components.workers import job_host
+from deploykit.components.jobs import job_host
 from deploykit.preflight import preflight
-from deploykit.rollout.jobs import describe_jobs_plan, jobs_request, roll_job_hosts
+from deploykit.rollout.requests import describe_worker_plan, worker_roll_request
+from deploykit.rollout.run import run_roll
 
 preflight(required_groups=("job",))
-request = jobs_request()
+request = worker_roll_request()
 
-if host.name in request.job_hosts:
+if host.name in request.hosts:
     job_host(image=request.settings.image)
 
-if host.name == request.job_hosts[0]:
+if host.name == request.hosts[0]:
     # Printed while planning, so `--dry` shows it too (callbacks do not run in a dry run).
-    logger.info(describe_jobs_plan(request))
+    logger.info(describe_worker_plan(request))
     python.call(
-        name=f"Roll workers to {request.settings.image} across {', '.join(request.job_hosts)}",
-        function=roll_job_hosts,
+        name=f"Roll workers to {request.settings.image} across {', '.join(request.hosts)}",
+        function=run_roll,
         request=request,
     )

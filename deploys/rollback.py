@@ -9,17 +9,18 @@ from pyinfra.operations import python
 
 from deploykit.components.app import app_host
 from deploykit.preflight import preflight
-from deploykit.rollout.request import previous_tag_request, roll_web_hosts
+from deploykit.rollout.requests import rollback_request
+from deploykit.rollout.run import run_roll
 
 preflight(required_groups=("lb", "web"), app_env_groups=("web",))
-request = previous_tag_request()
+request = rollback_request()
 
-if host.name in request.web_hosts:
+if host.name in request.hosts:
     app_host(images=[request.settings.image, request.settings.nginx_image])
 
-if host.name == request.web_hosts[0]:
+if host.name == request.hosts[0]:
     python.call(
-        name=f"Roll back to {request.settings.image} across {', '.join(request.web_hosts)}",
-        function=roll_web_hosts,
+        name=f"Roll back to {request.settings.image} across {', '.join(request.hosts)}",
+        function=run_roll,
         request=request,
     )

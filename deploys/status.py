@@ -3,17 +3,18 @@
     pyinfra inventories/sandbox.py deploys/status.py
 
 For each web and job host: the running containers' tags and health, and the state of
-the host's server on every load balancer with its current sessions; then who holds
-the deploy lock and the last entries of the audit log.
+the host's server on every load balancer with its current sessions; every scheduled
+job with its schedule, last run and result (a failure marked `!!`) and next run; then
+who holds the deploy lock and the last entries of the audit log.
 """
 
 from pyinfra import host, inventory, logger
 
 from deploykit.config import knob
-from deploykit.facts import DeployContainers, HaproxyServers
+from deploykit.facts import DeployContainers, HaproxyServers, ScheduledJobsStatus
 from deploykit.preflight import preflight
 from deploykit.rollout.lock import current_holder, lock_host, recent_audit
-from deploykit.status import host_rows, render_status
+from deploykit.status import host_rows, job_rows, render_status
 
 AUDIT_LINES = 10
 
@@ -29,10 +30,17 @@ if host.name == lock_host().name:
         )
         for lb in lbs
     }
-    rows = []
+    rows, scheduled = [], []
     for group in ("web", "job"):
         for app_host in inventory.get_group(group, default=[]) or []:
             rows += host_rows(app_host.name, app_host.get_fact(DeployContainers), lb_servers)
-    logger.info(render_status(rows, current_holder(), recent_audit(AUDIT_LINES), lock_host().name))
+            jobs = app_host.get_fact(
+                ScheduledJobsStatus, state_dir=knob(app_host.data, "scheduled_jobs_state_dir")
+            )
+            scheduled += job_rows(app_host.name, jobs)
+    text = render_status(
+        rows, current_holder(), recent_audit(AUDIT_LINES), lock_host().name, scheduled
+    )
+    logger.info(text)
     # A report, not a deploy: stop here, before pyinfra asks to confirm zero changes.
     raise SystemExit(0)

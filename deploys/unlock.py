@@ -11,7 +11,8 @@ from pyinfra import host, logger
 from pyinfra.operations import python
 
 from deploykit.preflight import preflight
-from deploykit.rollout.lock import current_holder, lock_host, release_stale_lock
+from deploykit.rollout.lock import current_holder, lock_host
+from deploykit.rollout.run import release_lock_by_hand
 
 preflight(required_groups=("lb",))
 
@@ -20,5 +21,5 @@ if host.name == lock_host().name:
     logger.info(f"deploykit: deploy lock: {holder or 'not held'}")
     python.call(
         name="Release the deploy lock, saying who held it",
-        function=release_stale_lock,
+        function=release_lock_by_hand,
     )

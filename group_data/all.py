@@ -1,5 +1,5 @@
 """Settings for every host. Each key is documented where its default lives (the
-component's DEFAULTS); an unknown key stops the deploy. See README: Settings."""
+component's DEFAULTS); an unknown key stops the deploy. See docs/settings.md."""
 
 # Every deploy after bootstrap connects as this user and escalates with sudo.
 ssh_user = "deploy"
@@ -9,7 +9,9 @@ _sudo = True
 # or "any". SSH (22/tcp) is always open to hardening_ssh_sources.
 hardening_firewall_matrix = {
     "lb": {"80/tcp": ["any"], "443/tcp": ["any"]},
-    "web": {"80/tcp": ["lb"]},
+    # nginx: TLS (443) for HAProxy (haproxy_backend_tls); plain HTTP (80) too, for a
+    # fleet with haproxy_backend_tls = False or on its way to TLS.
+    "web": {"80/tcp": ["lb"], "443/tcp": ["lb"]},
     "db": {"5432/tcp": ["web", "job"], "6379/tcp": ["web", "job"]},
     # Central logging: every host sends its logs to the log host.
     "logs": {"2514/tcp": ["lb", "web", "job", "db", "logs"]},

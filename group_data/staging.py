@@ -1,13 +1,13 @@
 """Settings for the staging fleet (inventories/staging.py)."""
 
 app_image = "registry.example.com/acme/app"
-app_nginx_image = "registry.example.com/acme/nginx:1"
+app_nginx_image = "registry.example.com/acme/nginx:2"
 haproxy_redirect_https = True
 
-# Encrypted by git-crypt; `git-crypt unlock` before deploying (README: Secrets).
+# Encrypted by git-crypt; `git-crypt unlock` before deploying (docs/operations.md: Secrets).
 app_secrets_file = "secrets/staging.env"
 
-# Containerized services beside the app (README: Accessories). Elasticsearch, one node,
+# Containerized services beside the app (docs/operations.md: Accessories). Elasticsearch, one node,
 # on the job host; its data lives in a named volume that outlives its container. The
 # firewall (all.py) lets only the web hosts reach 9200.
 accessories = {

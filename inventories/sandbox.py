@@ -1,12 +1,14 @@
 """The local sandbox (``make sandbox``): the same groups as a real fleet.
 
 Hosts answer SSH on ports published on 127.0.0.1; ``private_ip`` is each host's
-address on the sandbox network, the one other hosts and the firewall see.
+address on the sandbox network, the one other hosts and the firewall see. Their host keys
+are pinned in .sandbox/known_hosts, which the sandbox reads out of band (docker exec).
 """
 
 import json
 from pathlib import Path
 
+from deploykit.host_keys import guard_host_keys
 from deploykit.limits import check_limit
 
 _CLUSTER_FILE = Path(__file__).resolve().parent.parent / ".sandbox" / "cluster.json"
@@ -45,3 +47,4 @@ db = _hosts("db")
 logs = list(db)
 
 check_limit({"lb": lb, "web": web, "job": job, "db": db, "logs": logs}, __file__)
+guard_host_keys(__file__)

@@ -1,21 +1,45 @@
 """Staging: an example fleet on documentation addresses (RFC 5737). Replace with yours.
 
 Each host is reached on its public address and talks to the others on ``private_ip``.
+
+Host keys are pinned: every connection, the first one as root included, checks the
+host's key against ``staging.known_hosts`` beside this file, kept in the repository. Fill
+it before the first bootstrap, and again for a host whose key changed on purpose:
+
+    bin/pin-host-keys inventories/staging.py [--replace HOST]
+
+then compare each fingerprint it prints with the host's own, out of band (the provider's
+console or boot log: ``ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub``), and commit the
+file. A host whose key differs from the pinned one stops the run before anything is sent.
 """
 
+from pathlib import Path
+
+from deploykit.host_keys import guard_host_keys
 from deploykit.limits import check_limit
 
-lb = [("lb1.staging.example.com", {"ssh_hostname": "192.0.2.10", "private_ip": "10.0.0.10"})]
+_PINNED = {
+    "ssh_known_hosts_file": str(Path(__file__).resolve().with_name("staging.known_hosts")),
+    "ssh_strict_host_key_checking": "yes",
+}
+
+
+def _host(name, public, private):
+    return (name, {"ssh_hostname": public, "private_ip": private, **_PINNED})
+
+
+lb = [_host("lb1.staging.example.com", "192.0.2.10", "10.0.0.10")]
 
 web = [
-    ("web1.staging.example.com", {"ssh_hostname": "192.0.2.21", "private_ip": "10.0.0.21"}),
-    ("web2.staging.example.com", {"ssh_hostname": "192.0.2.22", "private_ip": "10.0.0.22"}),
+    _host("web1.staging.example.com", "192.0.2.21", "10.0.0.21"),
+    _host("web2.staging.example.com", "192.0.2.22", "10.0.0.22"),
 ]
 
-job = [("job1.staging.example.com", {"ssh_hostname": "192.0.2.31", "private_ip": "10.0.0.31"})]
+job = [_host("job1.staging.example.com", "192.0.2.31", "10.0.0.31")]
 
-db = [("db1.staging.example.com", {"ssh_hostname": "192.0.2.41", "private_ip": "10.0.0.41"})]
+db = [_host("db1.staging.example.com", "192.0.2.41", "10.0.0.41")]
 
-logs = [("logs1.staging.example.com", {"ssh_hostname": "192.0.2.51", "private_ip": "10.0.0.51"})]
+logs = [_host("logs1.staging.example.com", "192.0.2.51", "10.0.0.51")]
 
 check_limit({"lb": lb, "web": web, "job": job, "db": db, "logs": logs}, __file__)
+guard_host_keys(__file__)

@@ -1,1 +1,2 @@
-"""The local sandbox: VM-like Debian 12 hosts as Docker containers (a test and demo fixture)."""
+"""The local sandbox: VM-like Debian 13 or 12 hosts as Docker containers (a test and demo
+fixture)."""

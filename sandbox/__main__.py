@@ -14,7 +14,9 @@ from .cluster import KEY_FILE, KNOWN_HOSTS_FILE, STATE_FILE, Sandbox, Topology
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="create or complete the sandbox (SANDBOX_WEB, SANDBOX_LB…)")
+    up = commands.add_parser(
+        "up", help="create or complete the sandbox (SANDBOX_WEB, SANDBOX_LB, SANDBOX_RELEASE…)"
+    )
     up.add_argument("--rebuild", action="store_true", help="rebuild the host and registry images")
     commands.add_parser("down", help="remove everything labelled as the sandbox's")
     commands.add_parser("status", help="list the sandbox's containers")
@@ -29,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         hosts = Sandbox().up(Topology.from_environ(), rebuild=args.rebuild)
         for host in hosts:
             print(
-                f"  {host.name:<6} {host.group:<4} ssh 127.0.0.1:{host.ssh_port}  {host.private_ip}"
+                f"  {host.name:<6} {host.group:<4} {host.release:<8} "
+                f"ssh 127.0.0.1:{host.ssh_port}  {host.private_ip}"
             )
         print(f"sandbox: {len(hosts)} hosts up; inventory: inventories/sandbox.py")
     elif args.command == "down":

@@ -16,10 +16,14 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import tarfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,9 +32,28 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import EndpointConfig
 
-from .images import HOST_IMAGE, REGISTRY_IMAGE, SANDBOX_LABEL, ensure_images
-from .secrets import ensure_secrets_file
-from .tls import ensure_postgres_certificate, ensure_self_signed_pem
+import bcrypt
+
+from .images import (
+    BASE_IMAGE,
+    DEFAULT_RELEASE,
+    IMAGES_DIR,
+    REGISTRY_IMAGE,
+    RELEASES,
+    SANDBOX_LABEL,
+    check_release,
+    ensure_images,
+    host_image,
+)
+from .secrets import ensure_secrets_file, read_secret
+from .tls import (
+    ensure_ca,
+    ensure_fleet_ca,
+    ensure_fleet_certificate,
+    ensure_postgres_certificate,
+    ensure_self_signed_pem,
+    ensure_signed_certificate,
+)
 
 log = logging.getLogger("sandbox")
 
@@ -43,15 +66,49 @@ TLS_PEM_FILE = STATE_DIR / "tls" / "haproxy.pem"
 POSTGRES_CERTIFICATE_FILE = STATE_DIR / "tls" / "postgres.crt"
 POSTGRES_KEY_FILE = STATE_DIR / "tls" / "postgres.key"
 SECRETS_FILE = STATE_DIR / "secrets.env"
+# The sandbox's own CA, which signs the registry's certificate; hosts trust it through
+# docker_registry_ca_files (group_data/sandbox.py).
+CA_CERTIFICATE_FILE = STATE_DIR / "tls" / "registry-ca.crt"
+CA_KEY_FILE = STATE_DIR / "tls" / "registry-ca.key"
+REGISTRY_CERTIFICATE_FILE = STATE_DIR / "tls" / "registry.crt"
+REGISTRY_KEY_FILE = STATE_DIR / "tls" / "registry.key"
+# The registry's one account; its password is REGISTRY_PASSWORD in SECRETS_FILE.
+REGISTRY_USER = "deploykit"
+REGISTRY_CONFIG = IMAGES_DIR / "registry" / "config.yml"
+REGISTRY_READY_TIMEOUT = 60
+# Where this machine's Docker engine looks for a registry's CA (see _trust_registry_here).
+DOCKER_CERTS_DIR = Path(os.environ.get("SANDBOX_DOCKER_CERTS_DIR", "/etc/docker/certs.d"))
+# The fleet's own CA, and what it signs: the web hosts' nginx certificate (HAProxy checks
+# it) and the remote syslog receiver's (rsyslog checks it).
+FLEET_CA_FILES = (STATE_DIR / "tls" / "fleet-ca.crt", STATE_DIR / "tls" / "fleet-ca.key")
+WEB_TLS_FILES = (STATE_DIR / "tls" / "web.crt", STATE_DIR / "tls" / "web.key")
 
-NETWORK = "deploykit-sandbox"
-PREFIX = "deploykit-sandbox-"
+# Several sandboxes can live side by side on one machine (one per work tree):
+# SANDBOX_INSTANCE=N (0-9) gives instance N its own container names, network, label
+# value and published ports (each shifted by 100 * N). 0, the default, keeps the
+# plain names and ports the README shows.
+INSTANCE = int(os.environ.get("SANDBOX_INSTANCE", "0"))
+if not 0 <= INSTANCE <= 9:
+    raise SystemExit(f"sandbox: SANDBOX_INSTANCE={INSTANCE} is out of range 0..9")
+INSTANCE_NAME = "deploykit-sandbox" + (str(INSTANCE) if INSTANCE else "")
+LABEL_VALUE = str(INSTANCE + 1)
+PORT_SHIFT = 100 * INSTANCE
+NETWORK = INSTANCE_NAME
+PREFIX = INSTANCE_NAME + "-"
 REGISTRY_ALIAS = "registry"
 REGISTRY_PORT = 5000
-SSH_PORT_BASE = int(os.environ.get("SANDBOX_SSH_PORT_BASE", "2200"))
-LB_HTTP_PORT = 8080
-LB_HTTPS_PORT = 8443
-BOOT_TIMEOUT = 120
+REGISTRY_PUBLISHED_PORT = REGISTRY_PORT + PORT_SHIFT
+SSH_PORT_BASE = int(os.environ.get("SANDBOX_SSH_PORT_BASE", "2200")) + PORT_SHIFT
+LB_HTTP_PORT = 8080 + PORT_SHIFT
+LB_HTTPS_PORT = 8443 + PORT_SHIFT
+# Seconds for a host to boot to a running sshd. Generous: on a busy 2-core machine
+# (several sandboxes, first-boot key generation) two minutes was seen to run out.
+BOOT_TIMEOUT = 300
+# The remote syslog receiver (a stand-in for a hosted log service): its name on the
+# sandbox network, its TLS port, and the file inside it where it appends what it gets.
+SYSLOG_RECEIVER_ALIAS = "syslog-collector"
+SYSLOG_RECEIVER_PORT = 6514
+SYSLOG_RECEIVED = "/tmp/received.log"
 
 # What a systemd host running its own Docker engine needs where --privileged is
 # refused (a machine without CAP_SYS_RESOURCE: "unable to apply caps").
@@ -65,12 +122,17 @@ UNPRIVILEGED_HOST_OPTIONS = {
 
 @dataclass(frozen=True)
 class Topology:
-    """How many hosts of each group; read from SANDBOX_* environment variables."""
+    """How many hosts of each group, and the Debian release of each host; read from
+    SANDBOX_* environment variables. SANDBOX_RELEASE (trixie or bookworm) is every
+    host's release; SANDBOX_RELEASES="web1=bookworm web2=trixie" overrides it per host
+    (a fleet in the middle of an OS upgrade)."""
 
     lb: int = 1
     web: int = 3
     job: int = 1
     db: int = 1
+    release: str = DEFAULT_RELEASE
+    host_releases: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> "Topology":
@@ -91,7 +153,17 @@ class Topology:
             if not low <= value <= high:
                 raise SystemExit(f"sandbox: {variable}={value} is out of range {low}..{high}")
             counts[group] = value
-        return cls(**counts)
+        release = check_release(environ.get("SANDBOX_RELEASE") or DEFAULT_RELEASE)
+        topology = cls(**counts, release=release)
+        host_releases = parse_host_releases(environ.get("SANDBOX_RELEASES", ""))
+        names = {name for name, _ in topology.hosts()}
+        for name, _ in host_releases:
+            if name not in names:
+                raise SystemExit(
+                    f"sandbox: SANDBOX_RELEASES names {name!r}, which is not in the topology "
+                    f"({', '.join(sorted(names))})"
+                )
+        return cls(**counts, release=release, host_releases=host_releases)
 
     def hosts(self) -> list[tuple[str, str]]:
         """(name, group) in inventory order."""
@@ -101,6 +173,27 @@ class Topology:
             for index in range(1, getattr(self, group) + 1)
         ]
 
+    def release_of(self, name: str) -> str:
+        return dict(self.host_releases).get(name, self.release)
+
+    def releases(self) -> list[str]:
+        """The releases the hosts run, each once."""
+        return list(dict.fromkeys(self.release_of(name) for name, _ in self.hosts()))
+
+
+def parse_host_releases(text: str) -> tuple[tuple[str, str], ...]:
+    """ "web1=bookworm, web2=trixie" -> (("web1", "bookworm"), ("web2", "trixie"))"""
+    pairs = []
+    for item in text.replace(",", " ").split():
+        name, equals, release = item.partition("=")
+        if not equals or not name:
+            raise SystemExit(
+                f"sandbox: SANDBOX_RELEASES item {item!r} is not HOST=RELEASE "
+                f"(e.g. web1=bookworm; releases: {', '.join(RELEASES)})"
+            )
+        pairs.append((name, check_release(release, f"SANDBOX_RELEASES {name}")))
+    return tuple(pairs)
+
 
 @dataclass
 class SandboxHost:
@@ -109,6 +202,8 @@ class SandboxHost:
     ssh_port: int
     private_ip: str
     published: dict[str, int]
+    # Debian codename of the host's image (trixie, bookworm).
+    release: str
 
 
 def client() -> docker.DockerClient:
@@ -121,7 +216,7 @@ def client() -> docker.DockerClient:
 
 
 def labels(**extra: str) -> dict[str, str]:
-    return {SANDBOX_LABEL: "1", **{f"{SANDBOX_LABEL}.{k}": v for k, v in extra.items()}}
+    return {SANDBOX_LABEL: LABEL_VALUE, **{f"{SANDBOX_LABEL}.{k}": v for k, v in extra.items()}}
 
 
 def ensure_ssh_key() -> str:
@@ -164,7 +259,9 @@ def _authorized_keys_tar(public_key: str) -> bytes:
 
 
 def _ensure_network(docker_client: docker.DockerClient):
-    existing = docker_client.networks.list(names=[NETWORK])
+    # Docker's name filter matches substrings ("deploykit-sandbox" finds
+    # "deploykit-sandbox3" too): keep only this instance's own network.
+    existing = [n for n in docker_client.networks.list(names=[NETWORK]) if n.name == NETWORK]
     if existing:
         return existing[0]
     return docker_client.networks.create(NETWORK, driver="bridge", labels=labels())
@@ -195,13 +292,27 @@ class Sandbox:
     # -- creation ---------------------------------------------------------------------
 
     def up(self, topology: Topology, rebuild: bool = False) -> list[SandboxHost]:
-        ensure_images(self.docker, rebuild=rebuild)
+        ensure_images(self.docker, releases=topology.releases(), rebuild=rebuild)
         public_key = ensure_ssh_key()
         ensure_self_signed_pem(TLS_PEM_FILE)
         ensure_postgres_certificate(POSTGRES_CERTIFICATE_FILE, POSTGRES_KEY_FILE)
+        ensure_fleet_ca(*FLEET_CA_FILES)
+        ensure_fleet_certificate(*WEB_TLS_FILES, FLEET_CA_FILES, "web", ["web"])
         ensure_secrets_file(SECRETS_FILE)
+        ensure_ca(CA_CERTIFICATE_FILE, CA_KEY_FILE)
+        ensure_signed_certificate(
+            CA_CERTIFICATE_FILE,
+            CA_KEY_FILE,
+            REGISTRY_CERTIFICATE_FILE,
+            REGISTRY_KEY_FILE,
+            dns_names=[REGISTRY_ALIAS, "localhost"],
+            ip_addresses=["127.0.0.1"],
+        )
         network = _ensure_network(self.docker)
         self._ensure_registry(network.name)
+        _wait_for_registry()
+        _trust_registry_here()
+        _log_in_here()
         wanted = topology.hosts()
         wanted_names = {name for name, _ in wanted}
         for container in self._containers(kind="host"):
@@ -210,50 +321,73 @@ class Sandbox:
                 log.info("removing %s (not in the topology)", container.name)
                 self._remove_host(container, name)
         containers = [
-            self._ensure_host(name, group, public_key, network.name) for name, group in wanted
+            self._ensure_host(name, group, topology.release_of(name), public_key, network.name)
+            for name, group in wanted
         ]
         hosts = [self._wait_until_booted(container) for container in containers]
         self._write_state(hosts)
         return hosts
 
     def _containers(self, kind: str | None = None) -> list[Container]:
-        selector = [f"{SANDBOX_LABEL}=1"]
+        selector = [f"{SANDBOX_LABEL}={LABEL_VALUE}"]
         if kind:
             selector.append(f"{SANDBOX_LABEL}.kind={kind}")
         return self.docker.containers.list(all=True, filters={"label": selector})
 
     def _ensure_registry(self, network: str) -> None:
+        """The registry, configured with this sandbox's certificate and password. A
+        registry made for other ones (the CA or the password changed) is made again; its
+        volume, the images, stays."""
         name = PREFIX + REGISTRY_ALIAS
+        password = read_secret(SECRETS_FILE, "REGISTRY_PASSWORD")
+        wanted = _registry_config_id(password)
         try:
             container = self.docker.containers.get(name)
         except docker.errors.NotFound:
+            container = None
+        if container is not None and container.labels.get(f"{SANDBOX_LABEL}.config") != wanted:
+            log.info("recreating %s (its certificate or password changed)", name)
+            container.remove(force=True, v=False)
+            container = None
+        if container is None:
             volume = self.docker.volumes.create(PREFIX + "registry-data", labels=labels())
-            container = self.docker.containers.run(
+            container = self.docker.containers.create(
                 REGISTRY_IMAGE,
                 name=name,
-                detach=True,
-                labels=labels(kind="registry"),
+                labels=labels(kind="registry", config=wanted),
                 network=network,
                 networking_config={network: EndpointConfig("1.41", aliases=[REGISTRY_ALIAS])},
-                ports={f"{REGISTRY_PORT}/tcp": ("127.0.0.1", REGISTRY_PORT)},
+                ports={f"{REGISTRY_PORT}/tcp": ("127.0.0.1", REGISTRY_PUBLISHED_PORT)},
                 volumes={volume.name: {"bind": "/var/lib/docker-registry", "mode": "rw"}},
                 restart_policy={"Name": "unless-stopped"},
             )
+            # Its key and htpasswd file belong to the user the registry runs as, 0600.
+            uid, gid = _user_ids(container, "docker-registry")
+            container.put_archive("/etc/docker/registry", _registry_files_tar(password, uid, gid))
         if container.status != "running":
             container.start()
 
-    def _ensure_host(self, name: str, group: str, public_key: str, network: str) -> Container:
+    def _ensure_host(
+        self, name: str, group: str, release: str, public_key: str, network: str
+    ) -> Container:
         container_name = PREFIX + name
         try:
             container = self.docker.containers.get(container_name)
         except docker.errors.NotFound:
-            return self._create_host(name, group, public_key, network)
+            return self._create_host(name, group, release, public_key, network)
+        reason = None
         if container.labels.get(f"{SANDBOX_LABEL}.key") != key_id(public_key):
             # Created for another key (another clone's .sandbox, or a key deleted since):
             # nothing here could log in to it, so it starts again as a fresh host.
-            log.info("recreating %s (it trusts another sandbox key)", container_name)
+            reason = "it trusts another sandbox key"
+        elif container.labels.get(f"{SANDBOX_LABEL}.release", "bookworm") != release:
+            # A host's release is chosen when it is installed, as on a real VM.
+            reason = f"it runs {container.labels.get(f'{SANDBOX_LABEL}.release', 'bookworm')}"
+            reason += f", {release} is wanted"
+        if reason:
+            log.info("recreating %s (%s)", container_name, reason)
             self._remove_host(container, name)
-            return self._create_host(name, group, public_key, network)
+            return self._create_host(name, group, release, public_key, network)
         if container.status != "running":
             container.start()
         return container
@@ -261,15 +395,20 @@ class Sandbox:
     def _remove_host(self, container: Container, name: str) -> None:
         container.remove(force=True, v=False)
         # Its Docker volume too: a host added back later must start fresh.
-        for volume in self.docker.volumes.list(filters={"label": [f"{SANDBOX_LABEL}.host={name}"]}):
+        this_host = [f"{SANDBOX_LABEL}={LABEL_VALUE}", f"{SANDBOX_LABEL}.host={name}"]
+        for volume in self.docker.volumes.list(filters={"label": this_host}):
             volume.remove(force=True)
 
-    def _create_host(self, name: str, group: str, public_key: str, network: str) -> Container:
+    def _create_host(
+        self, name: str, group: str, release: str, public_key: str, network: str
+    ) -> Container:
         volume = self.docker.volumes.create(f"{PREFIX}{name}-docker", labels=labels(host=name))
         options = dict(
             name=PREFIX + name,
             hostname=name,
-            labels=labels(kind="host", host=name, group=group, key=key_id(public_key)),
+            labels=labels(
+                kind="host", host=name, group=group, key=key_id(public_key), release=release
+            ),
             network=network,
             # The alias lets hosts find each other by name, as on a private LAN.
             networking_config={network: EndpointConfig("1.41", aliases=[name])},
@@ -286,7 +425,9 @@ class Sandbox:
             # A VM comes back after a crash or a reboot of its hypervisor.
             restart_policy={"Name": "unless-stopped"},
         )
-        container = self.docker.containers.create(HOST_IMAGE, **options, **self._privileges())
+        container = self.docker.containers.create(
+            host_image(release), **options, **self._privileges()
+        )
         container.put_archive("/root", _authorized_keys_tar(public_key))
         try:
             container.start()
@@ -296,7 +437,9 @@ class Sandbox:
             log.info("--privileged is refused here (%s); using explicit capabilities", error)
             container.remove(force=True)
             self._privileged = False
-            container = self.docker.containers.create(HOST_IMAGE, **options, **self._privileges())
+            container = self.docker.containers.create(
+                host_image(release), **options, **self._privileges()
+            )
             container.put_archive("/root", _authorized_keys_tar(public_key))
             container.start()
         else:
@@ -322,6 +465,7 @@ class Sandbox:
             time.sleep(0.5)
         else:
             raise SystemExit(f"sandbox: {container.name} did not start sshd ({state})")
+        _make_like_a_vm(container)
         container.reload()
         ports = container.attrs["NetworkSettings"]["Ports"]
         published = {
@@ -333,6 +477,7 @@ class Sandbox:
             ssh_port=published["22"],
             private_ip=container.attrs["NetworkSettings"]["Networks"][NETWORK]["IPAddress"],
             published=published,
+            release=container.labels.get(f"{SANDBOX_LABEL}.release", "bookworm"),
         )
         _wait_for_port("127.0.0.1", host.ssh_port, deadline)
         return host
@@ -353,13 +498,56 @@ class Sandbox:
             "known_hosts": str(KNOWN_HOSTS_FILE),
             "tls_pem": str(TLS_PEM_FILE),
             "secrets_file": str(SECRETS_FILE),
+            "fleet_ca": [str(path) for path in FLEET_CA_FILES],
             "registry": {
                 "from_hosts": f"{REGISTRY_ALIAS}:{REGISTRY_PORT}",
-                "from_here": f"127.0.0.1:{REGISTRY_PORT}",
+                "from_here": f"127.0.0.1:{REGISTRY_PUBLISHED_PORT}",
+                "ca_file": str(CA_CERTIFICATE_FILE),
+                "username": REGISTRY_USER,
             },
+            "container_prefix": PREFIX,
             "hosts": [asdict(host) for host in hosts],
         }
         STATE_FILE.write_text(json.dumps(state, indent=2) + "\n")
+
+    # -- the remote syslog receiver ---------------------------------------------------
+
+    def syslog_receiver(self, certificate: bytes, key: bytes) -> Container:
+        """(Re)create the TLS syslog receiver, reachable from the hosts as
+        SYSLOG_RECEIVER_ALIAS:SYSLOG_RECEIVER_PORT, presenting `certificate`; what it
+        receives is in SYSLOG_RECEIVED inside it, one message per line."""
+        folder = STATE_DIR / "syslog-receiver"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "tls.crt").write_bytes(certificate)
+        private = folder / "tls.key"
+        private.touch(mode=0o600)
+        private.write_bytes(key)
+        self.remove_syslog_receiver()
+        program = Path(__file__).resolve().parent / "syslog_receiver.py"
+        container = self.docker.containers.run(
+            BASE_IMAGE,
+            ["python3", "/receiver.py", "/tls/tls.crt", "/tls/tls.key", SYSLOG_RECEIVED],
+            name=PREFIX + "syslog",
+            detach=True,
+            labels=labels(kind="syslog"),
+            network=NETWORK,
+            networking_config={NETWORK: EndpointConfig("1.41", aliases=[SYSLOG_RECEIVER_ALIAS])},
+            volumes={
+                str(program): {"bind": "/receiver.py", "mode": "ro"},
+                str(folder): {"bind": "/tls", "mode": "ro"},
+            },
+        )
+        deadline = time.monotonic() + 30
+        while b"listening" not in container.logs():
+            container.reload()
+            if container.status == "exited" or time.monotonic() > deadline:
+                raise RuntimeError(f"syslog receiver did not start: {container.logs()!r}")
+            time.sleep(0.1)
+        return container
+
+    def remove_syslog_receiver(self) -> None:
+        for container in self._containers(kind="syslog"):
+            container.remove(force=True)
 
     # -- inspection and removal -------------------------------------------------------
 
@@ -371,7 +559,7 @@ class Sandbox:
 
     def down(self) -> None:
         """Remove every container, volume and network labelled as the sandbox's."""
-        selector = {"label": [f"{SANDBOX_LABEL}=1"]}
+        selector = {"label": [f"{SANDBOX_LABEL}={LABEL_VALUE}"]}
         for container in self.docker.containers.list(all=True, filters=selector):
             log.info("removing container %s", container.name)
             container.remove(force=True, v=True)
@@ -381,8 +569,202 @@ class Sandbox:
         for network in self.docker.networks.list(filters=selector):
             log.info("removing network %s", network.name)
             network.remove()
-        for path in (STATE_FILE, KNOWN_HOSTS_FILE):
-            path.unlink(missing_ok=True)
+        if _state_file_instance_prefix() not in (None, PREFIX):
+            # This work tree's state describes another instance, whose hosts still run:
+            # a `down` of this one must not strand them (the tests read that file).
+            log.info("keeping %s: it describes another sandbox instance", STATE_FILE)
+        else:
+            for path in (STATE_FILE, KNOWN_HOSTS_FILE):
+                path.unlink(missing_ok=True)
+        _forget_registry_here()
+
+
+def _state_file_instance_prefix() -> str | None:
+    """The container prefix the work tree's cluster.json was written for, if readable."""
+    try:
+        return json.loads(STATE_FILE.read_text()).get("container_prefix")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _registry_config_id(password: str) -> str:
+    """Which configuration a registry container was made with (a label on it)."""
+    digest = hashlib.sha256()
+    for part in (
+        REGISTRY_CONFIG.read_bytes(),
+        REGISTRY_CERTIFICATE_FILE.read_bytes(),
+        REGISTRY_KEY_FILE.read_bytes(),
+        REGISTRY_USER.encode(),
+        password.encode(),
+    ):
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()[:16]
+
+
+def _user_ids(container: Container, user: str) -> tuple[int, int]:
+    """uid and gid of `user` in a created (not yet started) container's /etc/passwd."""
+    stream, _ = container.get_archive("/etc/passwd")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        member = archive.extractfile("passwd")
+        assert member is not None
+        passwd = member.read().decode()
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return int(fields[2]), int(fields[3])
+    raise SystemExit(f"sandbox: the registry image has no user {user}")
+
+
+def htpasswd_line(user: str, password: str) -> str:
+    """An htpasswd entry with a bcrypt hash, the only kind distribution accepts."""
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    return f"{user}:{hashed}\n"
+
+
+def _registry_files_tar(password: str, uid: int, gid: int) -> bytes:
+    files = [
+        ("config.yml", REGISTRY_CONFIG.read_bytes(), 0o644, 0, 0),
+        ("tls/registry.crt", REGISTRY_CERTIFICATE_FILE.read_bytes(), 0o644, 0, 0),
+        ("tls/registry.key", REGISTRY_KEY_FILE.read_bytes(), 0o600, uid, gid),
+        ("htpasswd", htpasswd_line(REGISTRY_USER, password).encode(), 0o600, uid, gid),
+    ]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        folder = tarfile.TarInfo("tls")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        archive.addfile(folder)
+        for name, data, mode, owner, group in files:
+            entry = tarfile.TarInfo(name)
+            entry.mode, entry.size, entry.uid, entry.gid = mode, len(data), owner, group
+            archive.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _registry_url() -> str:
+    return f"https://127.0.0.1:{REGISTRY_PUBLISHED_PORT}/v2/"
+
+
+def _wait_for_registry() -> None:
+    """Until the registry answers HTTPS, verified against the sandbox's CA, with a 401
+    (it asks for credentials, as configured)."""
+    context = ssl.create_default_context(cafile=str(CA_CERTIFICATE_FILE))
+    deadline = time.monotonic() + REGISTRY_READY_TIMEOUT
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(_registry_url(), context=context, timeout=3).close()
+            raise SystemExit(f"sandbox: the registry answers {_registry_url()} without a password")
+        except urllib.error.HTTPError as error:
+            if error.code == 401:
+                return
+            last = f"HTTP {error.code}"
+        except (urllib.error.URLError, OSError) as error:
+            last = str(getattr(error, "reason", error))
+        time.sleep(0.3)
+    raise SystemExit(f"sandbox: the registry does not answer at {_registry_url()} ({last})")
+
+
+def _here_certs_dir() -> Path:
+    return DOCKER_CERTS_DIR / f"127.0.0.1:{REGISTRY_PUBLISHED_PORT}"
+
+
+def _trust_registry_here() -> None:
+    """Give this machine's Docker engine the sandbox CA for the registry's published
+    address, where `make images` pushes: /etc/docker/certs.d/127.0.0.1:PORT/ca.crt.
+
+    The engine reads that folder at each push, so nothing restarts, and only this
+    instance's own port's folder is touched: the engine serves other sandboxes too.
+    (dockerd counts 127.0.0.0/8 as an insecure registry by default and then skips the
+    verification; the file is what makes the trust explicit, and what an engine without
+    that default, or configured with `insecure-registries: []`, needs.)"""
+    wanted = CA_CERTIFICATE_FILE.read_bytes()
+    target = _here_certs_dir() / "ca.crt"
+    try:
+        if target.exists() and target.read_bytes() == wanted:
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(wanted)
+        target.chmod(0o644)
+    except PermissionError:
+        raise SystemExit(
+            f"sandbox: cannot write {target}; as root: install -D -m 0644 "
+            f"{CA_CERTIFICATE_FILE} {target}"
+        ) from None
+
+
+def _log_in_here() -> None:
+    """`docker login` for the published address, the password on stdin: `make images`
+    then pushes with the user's own Docker client configuration, as to a real registry."""
+    password = read_secret(SECRETS_FILE, "REGISTRY_PASSWORD")
+    address = f"127.0.0.1:{REGISTRY_PUBLISHED_PORT}"
+    completed = subprocess.run(
+        ["docker", "login", "--username", REGISTRY_USER, "--password-stdin", address],
+        input=password,
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"sandbox: docker login {address} failed: {completed.stderr.strip()}")
+
+
+def _forget_registry_here() -> None:
+    """What up() left on this machine for this instance's registry only."""
+    address = f"127.0.0.1:{REGISTRY_PUBLISHED_PORT}"
+    subprocess.run(["docker", "logout", address], capture_output=True)
+    shutil.rmtree(_here_certs_dir(), ignore_errors=True)
+
+
+# What a Debian VM has that a container does not, set up in the host itself (so it
+# survives its reboots) and only where missing:
+# - the security suite in apt's sources, as Debian's installer writes it;
+# - SSH host keys made at the first boot only (the image's ssh.service runs
+#   `ssh-keygen -A` at every start, which would bring back keys hardening removed);
+# - its own network stack's sysctls writable. Docker mounts /proc/sys read-only; a bind
+#   of /proc/sys/net made writable reaches only this host's network namespace (net.*
+#   keys are per namespace), while kernel-wide keys stay read-only: they belong to the
+#   machine every sandbox shares.
+VM_LIKE_UNIT = """[Unit]
+Description=Sandbox: this host's own network sysctls are writable, as on a VM
+DefaultDependencies=no
+Before=systemd-sysctl.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'mountpoint -q /proc/sys/net || mount --bind /proc/sys/net /proc/sys/net'
+ExecStart=/bin/mount -o remount,bind,rw /proc/sys/net
+
+[Install]
+WantedBy=sysinit.target
+"""
+VM_LIKE_SCRIPT = f"""set -e
+. /etc/os-release
+if ! grep -rqs -- '-security' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "deb http://deb.debian.org/debian-security $VERSION_CODENAME-security main" \\
+        > /etc/apt/sources.list.d/debian-security.list
+fi
+keys_once=/etc/systemd/system/ssh.service.d/20-sandbox-hostkeys-once.conf
+if [ ! -e $keys_once ]; then
+    mkdir -p /etc/systemd/system/ssh.service.d
+    printf '%s\\n' '[Service]' 'ExecStartPre=' \\
+        "ExecStartPre=/bin/sh -c 'ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || ssh-keygen -A'" \\
+        'ExecStartPre=/usr/sbin/sshd -t' > $keys_once
+    systemctl daemon-reload
+fi
+unit=/etc/systemd/system/sandbox-netns-sysctl.service
+if [ ! -e $unit ]; then
+    cat > $unit <<'UNIT'
+{VM_LIKE_UNIT}UNIT
+    systemctl daemon-reload
+    systemctl enable --now sandbox-netns-sysctl.service
+fi
+"""
+
+
+def _make_like_a_vm(container: Container) -> None:
+    result = container.exec_run(["sh", "-c", VM_LIKE_SCRIPT])
+    if result.exit_code != 0:
+        raise SystemExit(f"sandbox: setting up {container.name} failed: {result.output!r}")
 
 
 def _wait_for_port(address: str, port: int, deadline: float) -> None:

@@ -20,6 +20,13 @@ esac
 
 sed "s|@APP_UPSTREAM@|${APP_UPSTREAM}|g" "$template" > "$target"
 
+# TLS beside plain HTTP when the host mounts a certificate and its key.
+if [ -f /etc/nginx/tls/tls.crt ] && [ -f /etc/nginx/tls/tls.key ]; then
+    cp /etc/nginx/deploykit-tls.conf /etc/nginx/conf.d/tls.conf
+else
+    rm -f /etc/nginx/conf.d/tls.conf
+fi
+
 # nginx exits at start if the upstream name does not resolve yet; give Docker's
 # embedded DNS a moment when the app container was started just before us.
 host=${APP_UPSTREAM%:*}

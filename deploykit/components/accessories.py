@@ -16,7 +16,8 @@ import re
 from pyinfra import host, inventory, state
 from pyinfra.api import deploy
 
-from ..commands.docker import accessory_container_name, run_accessory
+from ..commands.accessories import accessory_container_name, run_accessory
+from ..errors import refuse
 from ..operations.accessories import accessory_container, accessory_removed
 from ..operations.config_file import config_file, render_template
 from ..operations.images import image_pulled
@@ -130,9 +131,6 @@ def check_accessories() -> None:
         for name, spec in declared.items():
             problems += spec_problems(name, spec, _is_target, secret_names)
     if problems:
-        # Imported here: preflight imports config, which imports this package's DEFAULTS.
-        from ..preflight import refuse
-
         refuse(sorted(set(problems)))
 
 

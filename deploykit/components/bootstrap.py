@@ -10,6 +10,7 @@ from pyinfra.operations import apt, server
 
 from ..operations.config_file import config_file, render_template
 from ..paths import REPO_ROOT
+from .common import DEFAULTS as COMMON_DEFAULTS
 
 DEFAULTS = {
     # The account every later deploy connects as.
@@ -39,6 +40,13 @@ def authorized_keys(data) -> list[str]:
 @deploy("Bootstrap the deploy user", data_defaults=DEFAULTS)
 def bootstrap() -> None:
     user = host.data.bootstrap_deploy_user
+    # A fresh VM's package lists may be empty, and provisioning plans from what apt offers
+    # (the PostgreSQL major of the host's Debian release, for one): fill them first.
+    apt.update(
+        name="Ensure the apt package lists are fresh",
+        cache_time=host.data.get("common_apt_cache_seconds")
+        or COMMON_DEFAULTS["common_apt_cache_seconds"],
+    )
     apt.packages(
         name="Ensure sudo is installed",
         packages=["sudo"],

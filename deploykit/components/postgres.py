@@ -19,17 +19,22 @@ import shlex
 
 from pyinfra import host, inventory
 from pyinfra.api import deploy
+from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
 from ..commands.postgres import is_identifier
+from ..errors import refuse
+from ..facts import PostgresMajorVersions, os_description
 from ..operations.config_file import config_file, render_template
 from ..operations.postgres import role_and_database
 from ..paths import REPO_ROOT
-from ..secrets import SecretsError, load_secrets
+from ..secrets import PRIVATE_KEY, SecretsError, load_secrets, read_private_key_file
 
 DEFAULTS = {
-    # Debian's PostgreSQL major version (package postgresql-N): 15 on Debian 12.
-    "postgres_version": 15,
+    # PostgreSQL major version (package postgresql-N). 0: the one the host runs, else the
+    # one its Debian release packages (docs/supported-releases.md). A pinned version the
+    # host neither runs nor packages is refused while planning.
+    "postgres_version": 0,
     # The app's database and the role that owns it and logs in to it.
     "postgres_database": "app",
     "postgres_user": "app",
@@ -52,9 +57,6 @@ BACKUP_SCRIPT = "/usr/local/sbin/deploykit-pg-backup"
 RESTORE_SCRIPT = "/usr/local/sbin/deploykit-pg-restore"
 BACKUP_UNIT = "deploykit-pg-backup"
 SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]+\Z")
-PRIVATE_KEY = re.compile(
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
-)
 
 
 def client_hosts(groups: list[str]) -> list[dict]:
@@ -66,6 +68,42 @@ def client_hosts(groups: list[str]) -> list[dict]:
                 member.name, {"name": member.name, "address": member.data.get("private_ip")}
             )
     return list(clients.values())
+
+
+def postgres_major(setting: int, versions: dict, os_name: str) -> int | str:
+    """The PostgreSQL major version to manage on a host, or why there is none.
+
+    + setting: postgres_version (0: follow the host)
+    + versions: the PostgresMajorVersions fact ({"installed": [...], "packaged": N})
+    + os_name: the host's OS, for the message ("Debian 13 (trixie)")
+
+    With 0, a major already installed wins over the release's own: an upgraded OS keeps
+    the cluster that holds the data (pg_upgradecluster is the operator's decision), never
+    a second, empty one beside it.
+    """
+    installed, packaged = versions["installed"], versions["packaged"]
+    if setting:
+        if setting in installed or setting == packaged:
+            return setting
+        offered = (
+            f"packages PostgreSQL {packaged}"
+            if packaged
+            else "has no `postgresql` package in apt's lists (are they empty?)"
+        )
+        others = [str(major) for major in installed if major != packaged]
+        runs = f" and has {', '.join(others)} installed" if others else ""
+        fix = f"set postgres_version = {packaged} or 0 (the host's own)" if packaged else ""
+        return f"postgres_version = {setting}, but this host's {os_name} {offered}{runs}" + (
+            f": {fix}" if fix else ""
+        )
+    if installed:
+        return max(installed)
+    if packaged:
+        return packaged
+    return (
+        f"apt on this {os_name} host knows no `postgresql` package, so its version is "
+        "unknown: are its package lists empty? (bootstrap runs apt-get update)"
+    )
 
 
 def settings_problems(name: str, data, clients: list[dict], secrets: dict) -> list[str]:
@@ -104,9 +142,6 @@ def settings_problems(name: str, data, clients: list[dict], secrets: dict) -> li
 
 @deploy("PostgreSQL", data_defaults=DEFAULTS)
 def postgres() -> None:
-    # Imported here: preflight imports config, which imports every component.
-    from ..preflight import refuse
-
     data = host.data
     clients = client_hosts(list(data.postgres_client_groups))
     try:
@@ -114,10 +149,16 @@ def postgres() -> None:
     except SecretsError as error:
         refuse([str(error)])
     problems = settings_problems(host.name, data, clients, secrets)
+    version = postgres_major(
+        data.postgres_version,
+        host.get_fact(PostgresMajorVersions),
+        os_description(host.get_fact(LinuxDistribution)),
+    )
+    if isinstance(version, str):
+        problems.append(version)
     if problems:
         refuse([f"postgres on {host.name}: {problem}" for problem in problems])
 
-    version = data.postgres_version
     config_dir = f"/etc/postgresql/{version}/main"
     service = f"postgresql@{version}-main.service"
     apt.packages(
@@ -126,6 +167,13 @@ def postgres() -> None:
         no_recommends=True,
     )
 
+    files.directory(
+        name="Ensure PostgreSQL's TLS folder is private to postgres",
+        path=f"{config_dir}/tls",
+        user="postgres",
+        group="postgres",
+        mode="0750",
+    )
     certificate = config_file(
         name="Ensure PostgreSQL's TLS certificate is installed",
         content=(REPO_ROOT / data.postgres_tls_certificate).read_text(),
@@ -134,7 +182,10 @@ def postgres() -> None:
         group="postgres",
         mode=0o644,
     )
-    key_pem = (REPO_ROOT / data.postgres_tls_key).read_text()
+    try:
+        key_pem = read_private_key_file(data.postgres_tls_key, "postgres_tls_key")
+    except SecretsError as error:
+        refuse([str(error)])
     key = config_file(
         name="Ensure PostgreSQL's TLS key is installed, private to postgres",
         content=key_pem,
@@ -175,9 +226,9 @@ def postgres() -> None:
         user="postgres",
         group="postgres",
         mode=0o640,
-        # No validate: PostgreSQL 15 has no offline check for pg_hba (pg_hba_file_rules
-        # reads the live file). Its lines come from checked settings: identifiers and
-        # IPv4 addresses, refused during planning otherwise.
+        # No validate: PostgreSQL (15 to 17) has no offline check for pg_hba
+        # (pg_hba_file_rules reads the live file). Its lines come from checked settings:
+        # identifiers and IPv4 addresses, refused during planning otherwise.
     )
     restart = server_settings.will_change
     systemd.service(

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import StringCommand, operation
 
-from ..commands.docker import accessory_container_name, start_existing, stop_and_remove
+from ..commands.accessories import accessory_container_name
+from ..commands.containers import start_existing, stop_and_remove
 from ..facts import AccessoryContainers
 
 

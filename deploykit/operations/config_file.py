@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
+import secrets as random
 import shlex
 from collections.abc import Callable
 from io import StringIO
@@ -14,6 +16,7 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations.util.files import generate_color_diff
 
+from ..facts import get_secret_fact
 from ..paths import TEMPLATES_DIR
 
 # A rendered file is staged beside its destination, so the final `mv` is an atomic
@@ -40,10 +43,65 @@ def render_template(name: str, **data) -> str:
     return environment.get_template(name).render(**data)
 
 
+# A PEM private key, whatever its kind (RSA, EC, ENCRYPTED...): masked whole in a diff,
+# every one, in every file.
+PRIVATE_KEY_BLOCK = re.compile(
+    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S
+)
+# The name part of a setting line ("NAME=", "requirepass ", "key: "), kept when the
+# value of a removed line of a secret-bearing file is masked.
+SETTING_NAME = re.compile(r"\s*[A-Za-z_][\w.-]*(\s*[=:]\s*|\s+)(?=\S)")
+
+
 def mask_secrets(text: str, secrets: list[str], mask: str = MASK) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, mask)
     return text
+
+
+def mask_private_keys(text: str, keep: str = "") -> str:
+    """Each PEM private key block as one masked line between its BEGIN and END lines:
+    MASK when `keep` (the new content) holds the same key, else OLD_MASK."""
+
+    def masked(match: re.Match) -> str:
+        kind = match.group(1)
+        mask = MASK if keep and match.group(0) in keep else OLD_MASK
+        return f"-----BEGIN {kind}PRIVATE KEY-----\n{mask}\n-----END {kind}PRIVATE KEY-----"
+
+    return PRIVATE_KEY_BLOCK.sub(masked, text)
+
+
+def masked_diff_sides(
+    current: str, content: str, secrets: list[str], replaced: list[str]
+) -> tuple[list[str], list[str]]:
+    """The live file's lines and the new file's lines as --diff may show them.
+
+    Private keys are masked whole on both sides, then every secret of the new file
+    (MASK), then the secrets the live file holds (`replaced`, OLD_MASK). In a file that
+    holds secrets, a live line the new file no longer has keeps only its setting's name
+    ("NAME=********(old)"): a secret whose place moved or whose name went is not
+    printed either."""
+    new = mask_secrets(mask_private_keys(content, keep=content), secrets)
+    old = mask_secrets(mask_private_keys(current, keep=content), secrets)
+    old = mask_secrets(old, replaced, OLD_MASK)
+    new_lines = new.splitlines(keepends=True)
+    old_lines = old.splitlines(keepends=True)
+    if secrets or PRIVATE_KEY_BLOCK.search(current + content):
+        kept = set(new_lines)
+        old_lines = [
+            line if _shown_as_is(line, kept) else _value_masked(line) for line in old_lines
+        ]
+    return old_lines, new_lines
+
+
+def _shown_as_is(line: str, new_lines: set[str]) -> bool:
+    """A live line that is unchanged, masked already, blank, or a PEM BEGIN/END line."""
+    return line in new_lines or MASK in line or not line.strip() or line.startswith("-----")
+
+
+def _value_masked(line: str) -> str:
+    name = SETTING_NAME.match(line)
+    return (name.group(0) if name else "") + OLD_MASK + "\n"
 
 
 def _octal(mode: int | str | None) -> str | None:
@@ -106,22 +164,24 @@ def config_file(
         return
 
     if state.config.DIFF:
-        current = host.get_fact(FileContents, path=dest) if remote else None
-        current_lines = [line + "\n" for line in current or []]
+        # Its output is the live file, secrets and all: never printed, even at -vvv.
+        current_lines = get_secret_fact(host, FileContents, path=dest) if remote else None
+        current = "".join(line + "\n" for line in current_lines or [])
         host.log(f"Will {'modify' if remote else 'create'} {dest}", logger.info)
-        masked = mask_secrets(content, secrets or [])
-        # New secrets first: a line whose secret is unchanged masks the same on both sides.
-        replaced = old_secrets("".join(current_lines)) if old_secrets and current_lines else []
-        current_masked = [
-            mask_secrets(mask_secrets(line, secrets or []), replaced, OLD_MASK)
-            for line in current_lines
-        ]
-        for line in generate_color_diff(current_masked, masked.splitlines(keepends=True)):
+        replaced = old_secrets(current) if old_secrets and current else []
+        old_lines, new_lines = masked_diff_sides(current, content, secrets or [], replaced)
+        for line in generate_color_diff(old_lines, new_lines):
             logger.info("  %s", line)
         logger.info("")
 
     staged = dest + STAGING_SUFFIX
-    yield StringCommand("mkdir", "-p", QuoteString(posixpath.dirname(dest)))
+    # Missing folders are made world-traversable whatever the session's umask: hardening
+    # sets a login UMASK of 027, which sudo keeps, and a root-only folder would hide the
+    # file from the service that reads it (PostgreSQL's certificate did). A folder that
+    # must be private is declared by its component, with its owner and mode.
+    yield StringCommand(
+        "umask", "022", "&&", "mkdir", "-p", QuoteString(posixpath.dirname(dest))
+    )
     # The staged file gets its final owner and mode while still empty: the upload's `cp`
     # writes into it and keeps them, so its content is never readable by others.
     yield StringCommand(
@@ -149,7 +209,10 @@ def private_upload(content: str, dest: str) -> list:
     SFTP server's umask (world-readable) until copied: this one waits in UPLOAD_DIR.
     """
     ssh_user = host.data.get("ssh_user") or "root"
-    upload_name = hashlib.sha1(f"{dest}\0{content}".encode()).hexdigest()
+    # Random, not derived from the content: the name lands in sudo's log (the `cp`),
+    # forwarded to the log host, and a digest of a secret file would let anyone who
+    # reads it test guesses of the secret.
+    upload_name = f"upload-{random.token_hex(16)}"
     return [
         StringCommand("install", "-d", "-m", "0700", "-o", ssh_user, UPLOAD_DIR),
         FileUploadCommand(

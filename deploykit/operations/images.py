@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra.api import StringCommand, operation
 from pyinfra.facts.docker import DockerImage
 
-from ..commands.docker import IMAGES_LOCK
+from ..commands.images import pull
 
 
 @operation()
@@ -25,10 +25,4 @@ def image_pulled(image: str):
     if host.get_fact(DockerImage, object_id=image):
         host.noop(f"{image} is present")
         return
-    # Under the host's images lock: a cleanup never runs while this pull does.
-    yield StringCommand(
-        "flock --wait 600",
-        IMAGES_LOCK,
-        "docker pull --quiet",
-        QuoteString(image),
-    )
+    yield StringCommand(pull(image))

@@ -7,7 +7,7 @@ import shlex
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, operation
 
-from ..commands.docker import parse_exit_status, report_exit_status, run_oneoff
+from ..commands.oneoff import parse_exit_status, report_exit_status, run_throwaway
 from ..rollout.lock import report_outcome
 
 
@@ -68,6 +68,6 @@ def oneoff_container(
             env_file="/etc/deploykit/app.env",
         )
     """
-    script = run_oneoff(image, command, network=network, env_file=env_file)
+    script = run_throwaway(image, command, network=network, env_file=env_file)
     described = f"{what} `{shlex.join(command)}` on {host.name} with {image}"
     yield FunctionCommand(run_and_report, (script, described, on_failure), {})

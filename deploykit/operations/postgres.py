@@ -6,7 +6,7 @@ from pyinfra import host
 from pyinfra.api import StringCommand, operation
 
 from ..commands.postgres import database_statements, psql_as_postgres, role_statements
-from ..facts import PostgresRoleState
+from ..facts import PostgresRoleState, get_secret_fact
 from .config_file import private_upload
 
 # Where the SQL waits for psql, for the length of one command: root's own 0600 file on
@@ -38,7 +38,8 @@ def role_and_database(role: str, database: str, password: str):
             password=secrets["DB_PASSWORD"],
         )
     """
-    current = host.get_fact(PostgresRoleState, role=role, database=database)
+    # Its output is the role's SCRAM verifier: never printed, even at -vvv.
+    current = get_secret_fact(host, PostgresRoleState, role=role, database=database)
     current = current or PostgresRoleState.default()
     statements = role_statements(role, current["role"], password)
     statements += database_statements(database, role, current["database_owner"])

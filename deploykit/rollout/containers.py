@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..commands.docker import Pair, parse_pairs
+from ..commands.pairs import Pair, parse_pairs
 
 
 @dataclass

@@ -1,15 +1,20 @@
-"""The rolling deploy: web hosts in order, each drained on every load balancer, swapped
-to the new app + nginx pair, checked, and re-admitted before the next one starts.
+"""The roll engine: the hosts of one role, batch by batch, each host's old release
+replaced by the new one and checked before the next batch starts. What a replacement
+is comes from the role: the web roll (web.py) drains the host on every load balancer
+and swaps its app + nginx pair; the workers' roll (workers.py) stops each worker
+gracefully and waits for its successor to be ready. The order, the phases and their
+timing, the failures and what they restore, Ctrl-C, rollback of the hosts already
+done and the report are the engine's, written once here.
 
 Why an engine of its own, driven from ONE pyinfra callback, instead of pyinfra
-operations per host (see shared/PYINFRA_NOTES.md):
+operations per host (docs/architecture.md):
 - pyinfra plans every operation for every host before running any, and runs each
   operation on all hosts at once; `--serial` goes host by host but in set order, with
   no batches, and does not stop at the first failure;
 - there is no `delegate_to`: a web host's swap needs LB actions in the middle of it;
 - what happens next depends on what just happened (a failed health check means going
-  back to the old pair), which a precomputed plan cannot express.
-So the roll is plain Python over pyinfra's own SSH connections: the order is a list,
+  back to the old release), which a precomputed plan cannot express.
+So a roll is plain Python over pyinfra's own SSH connections: the order is a list,
 failures are exceptions, and `Fleet` is the only thing that touches hosts, which is
 what lets the unit tests replay a roll against a fake fleet and check its exact order.
 """
@@ -18,13 +23,12 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol, TypeVar
+from typing import Callable, Iterator, Protocol, TypeVar
 
-from ..commands import docker as docker_commands
-from ..commands import haproxy as haproxy_commands
-from ..commands.docker import Pair
-from .containers import HostContainers, Release
+from ..commands.images import IMAGES_LOCK_WAIT_S, record_and_prune
+from ..config import knob
 from .plan import plan_batches
 
 T = TypeVar("T")
@@ -58,42 +62,62 @@ class CommandResult:
 class Fleet(Protocol):
     """Runs commands on hosts by name. The real one wraps pyinfra's connections."""
 
-    def run(self, host: str, command: str, sudo: bool = False) -> CommandResult: ...
+    def run(
+        self, host: str, command: str, sudo: bool = False, limit_s: float | None = None
+    ) -> CommandResult:
+        """`limit_s`: the command is killed ON THE HOST past it (commands/shell.time_limit),
+        so a hung dockerd costs a step its limit."""
 
-    def parallel(self, calls: list[Callable[[], T]]) -> list[T]: ...
+    def parallel(self, calls: list[Callable[[], T]]) -> list[T]:
+        """Run the calls at once; return their results in order. When one raises, the
+        others still run to their end: the first error goes up only once all are done."""
 
     def log(self, message: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class RolloutSettings:
+@dataclass(frozen=True, kw_only=True)
+class RollSettings:
+    """What every roll needs; each role's settings add their own (web.py, workers.py).
+    Built from host data by rollout/requests.py: the defaults are the documented ones
+    (rollout/settings.py, components/*), not repeated here."""
+
     app_image: str  # repository, without the tag: registry:5000/deploykit/app
     tag: str
-    nginx_image: str  # with its tag: registry:5000/deploykit/nginx:1
-    backend: str
-    admin_socket: str
     network: str
     env_file: str
-    app_port: int
-    publish_port: int
-    batch_size: object = 1
-    drain_timeout_s: float = 30
-    health_timeout_s: float = 30
-    readmit_timeout_s: float = 30
-    stop_timeout_s: int = 30
-    rollback_on_failure: bool = False
-    keep_releases: int = 3
-    # Canary gate: watch HAProxy's counters for the re-admitted server this long
-    # (0 turns it off), and fail the host above this share of failed responses.
-    canary_observe_s: float = 0.0
-    canary_max_error_rate: float = 0.0
-    observe_every_host: bool = False
-    release_log: str = "/var/lib/deploykit/releases"
+    # Seconds a stopping container gets to finish its work (SIGTERM, then SIGKILL).
+    stop_timeout_s: int
+    # Longest a command may run on a host beyond its own waits; then it is killed there.
+    command_timeout_s: float
+    batch_size: object
+    rollback_on_failure: bool
+    keep_releases: int
+    release_log: str
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
+
+    @staticmethod
+    def common_fields(data, tag: str, stop_timeout: str) -> dict:
+        """The fields every role reads alike from a host's data; `stop_timeout` names
+        the role's own knob for it."""
+        return dict(
+            app_image=data.get("app_image"),
+            tag=tag,
+            network=knob(data, "app_network"),
+            env_file=knob(data, "app_env_file"),
+            stop_timeout_s=int(knob(data, stop_timeout)),
+            command_timeout_s=float(knob(data, "rollout_command_timeout_s")),
+            keep_releases=int(knob(data, "rollout_keep_releases")),
+            release_log=knob(data, "app_release_log"),
+        )
 
     @property
     def image(self) -> str:
         return f"{self.app_image}:{self.tag}"
+
+    @property
+    def release(self) -> str:
+        """The name of this run's containers: a re-run of a tag makes new ones."""
+        return f"{self.tag}-{self.run_id}"
 
 
 @dataclass
@@ -104,6 +128,9 @@ class HostReport:
     phases: dict[str, float] = field(default_factory=dict)
     waited_s: float = 0.0
     result: str = "pending"
+    # After a failed restore: why the host is not back in service, as read back from the
+    # hosts (every LB's view of it, for a web host); "" when it is.
+    stranded: str = ""
 
     @property
     def total_s(self) -> float:
@@ -125,46 +152,69 @@ class RolloutFailed(Exception):
         self.touched = touched
 
 
-class SwapFailed(Exception):
-    """A host's new pair failed; the host is back on its old pair and serving."""
+class StepFailed(Exception):
+    """A step of a host's replacement failed; the host is back on its old release."""
 
 
-class RollingDeploy:
+def describe(error: BaseException) -> str:
+    """A step's failure as its message; any other error with its type (a bug, an
+    interrupt, a timeout), which its message alone may not say (KeyboardInterrupt has
+    none)."""
+    if isinstance(error, StepFailed):
+        return str(error)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+class Roll:
+    """Rolls `hosts` in batches (the first host alone); a role subclass supplies the
+    steps: `inspect`, `replacements`, `replace_steps`, `restore`, `settle`, `retire`."""
+
+    # The phases of a host, in the order of the summary table.
+    PHASES: tuple[str, ...] = ()
+    # How the operator reads this roll in messages: "ROLL STOPPED at web2".
+    NAME = "ROLL"
+    # What a failed host is left as ({host}).
+    RESTORED = "{host} is back on its previous release."
+    # The knob that has the hosts already done rolled back too when one fails.
+    ROLLBACK_KNOB = "rollout_rollback_on_failure"
+
     def __init__(
         self,
         fleet: Fleet,
-        settings: RolloutSettings,
-        web_hosts: list[str],
-        lb_hosts: list[str],
+        settings: RollSettings,
+        hosts: list[str],
+        lb_hosts: list[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ):
         self.fleet = fleet
         self.settings = settings
-        self.web_hosts = web_hosts
-        self.lb_hosts = lb_hosts
+        self.hosts = hosts
+        self.lb_hosts = list(lb_hosts)
         self.clock = clock
         self.reports: list[HostReport] = []
         # Set from a signal handler (Ctrl-C): the host in progress is finished, never
-        # abandoned half-swapped, and the roll stops before the next batch.
+        # abandoned half-done, and the roll stops before the next batch.
         self.stop_requested = False
+        # Why the hosts in progress must go back now, at their next step (a second
+        # Ctrl-C; another host of the batch failed with an error that is not a step's).
+        self.stop_now: str | None = None
 
     # -- the roll ---------------------------------------------------------------------
 
     def run(self) -> list[HostReport]:
-        batches = plan_batches(self.web_hosts, self.settings.batch_size)
-        self.fleet.log(
-            f"rolling {self.settings.image} to {len(self.web_hosts)} hosts in "
-            f"{len(batches)} batches: " + " | ".join(", ".join(b) for b in batches)
-        )
+        batches = plan_batches(self.hosts, self.settings.batch_size)
+        self.fleet.log(self.describe(batches))
         for batch in batches:
-            if self.stop_requested:
-                done = ", ".join(r.host for r in self.reports if r.result == "updated") or "none"
+            if self.stop_requested or self.stop_now:
                 raise RolloutFailed(
                     batch[0],
-                    f"interrupted before this host; hosts done (on {self.settings.tag}): {done}",
+                    f"interrupted before this host; hosts done (on {self.settings.tag}): "
+                    f"{', '.join(self.done()) or 'none'}",
                     self.reports,
                     touched=False,
                 )
+            # Any error that is not a step's failure goes up from here, once every host
+            # of the batch is back or done (_roll_host_safely).
             outcomes = self.fleet.parallel([lambda h=h: self._roll_host_safely(h) for h in batch])
             failures = [(host, reason) for host, reason in outcomes if reason]
             if failures:
@@ -173,29 +223,114 @@ class RollingDeploy:
                 raise RolloutFailed(host, reason, self.reports)
         return self.reports
 
+    def describe(self, batches: list[list[str]]) -> str:
+        return (
+            f"rolling {self.settings.image} to {len(self.hosts)} hosts in "
+            f"{len(batches)} batches: " + " | ".join(", ".join(b) for b in batches)
+        )
+
+    def done(self) -> list[str]:
+        return [r.host for r in self.reports if r.result == "updated"]
+
     def _roll_host_safely(self, host: str) -> tuple[str, str | None]:
         try:
             self.roll_host(host)
-        except SwapFailed as failure:
+        except StepFailed as failure:
             return host, str(failure)
+        except BaseException as error:
+            # Not a step's failure: a bug, an interrupt, a timeout. This host went back
+            # (_replace), or had not been changed yet, or already served its new release
+            # (cleanup); the others of its batch go back at their next step, then the
+            # error goes up, unchanged.
+            self.stop_now = self.stop_now or f"{host} failed with {describe(error)}"
+            raise
         return host, None
+
+    def roll_host(self, host: str) -> HostReport:
+        """Read what the host runs; replace what is not on the tag, each replacement
+        checked and restored on failure; retire the old release and record the new."""
+        before = self.inspect(host)
+        report = HostReport(host, self.old_tag(before), self.settings.tag)
+        self.reports.append(report)
+        replacements = self.replacements(host, before)
+        if not replacements:
+            # Already on the tag (a re-run after an interruption, or a host done by an
+            # earlier roll): only what an interrupted roll left is put right.
+            self.settle(host, before, report)
+            report.result = "already on tag"
+        else:
+            for replacement in replacements:
+                self._replace(host, replacement, report)
+            with self.phase(report, "cleanup"):
+                self.retire(host, before, report)
+                # It may wait its turn for the images lock (a concurrent pull): the host
+                # already serves its new release meanwhile.
+                self.run_command(host, self._record_and_prune(), waits_s=IMAGES_LOCK_WAIT_S)
+            report.result = "updated"
+        self.fleet.log(
+            f"{host}: {report.old_tag or '(none)'} -> {self.settings.tag}: {report.result} in "
+            f"{report.total_s:.1f}s ({_format_phases(report.phases)}; "
+            f"overhead {report.overhead_s:.2f}s)"
+        )
+        return report
+
+    def _replace(self, host: str, replacement, report: HostReport) -> None:
+        """Run the steps; on ANY error (a step's failure, a bug, Ctrl-C, a timeout) put
+        the host back on its old release, then let the error go up."""
+        try:
+            for name, step in self.replace_steps(host, replacement, report):
+                if self.stop_now:
+                    raise StepFailed(f"stopped before {name}: {self.stop_now}")
+                with self.phase(report, name):
+                    step()
+        except BaseException as error:
+            report.result = f"failed: {describe(error)}"
+            if not isinstance(error, StepFailed):
+                # The others of the batch go back too, at their next step (the error
+                # goes up once they are back: _roll_host_safely).
+                self.stop_now = self.stop_now or f"{host} failed with {describe(error)}"
+            self._restore(host, replacement, report)
+            raise
+
+    def _restore(self, host: str, replacement, report: HostReport) -> None:
+        """Restore, then read back what the host really is: an operator is never told a
+        host is back when it is not. Nothing raised here replaces the error that made
+        the host go back."""
+        try:
+            self.restore(host, replacement, report)
+        except Exception as error:  # noqa: BLE001 (said, then the state is read back)
+            self.fleet.log(f"{host}: restoring it failed: {describe(error)}")
+        try:
+            stranded = self.check_restored(host, replacement, report)
+        except Exception as error:  # noqa: BLE001
+            stranded = f"its state could not be read back: {describe(error)}"
+        if stranded:
+            report.stranded = stranded
+            report.result += f"; NOT back in service: {stranded}"
+            self.fleet.log(f"{host}: NOT back in service after going back: {stranded}")
+
+    def _record_and_prune(self) -> str:
+        settings = self.settings
+        return record_and_prune(
+            settings.release_log, settings.tag, settings.app_image, settings.keep_releases
+        )
 
     def _after_failure(self) -> None:
         done = [r for r in self.reports if r.result == "updated"]
         if not done:
             return
         if not self.settings.rollback_on_failure:
+            hint = f" (set {self.ROLLBACK_KNOB} = True to roll them back too)"
             self.fleet.log(
-                "hosts already updated STAY on "
-                f"{self.settings.tag}: {', '.join(r.host for r in done)} "
-                "(set rollout_rollback_on_failure = True to roll them back too)"
+                f"hosts already updated STAY on {self.settings.tag}: "
+                f"{', '.join(r.host for r in done)}{hint if self.ROLLBACK_KNOB else ''}"
             )
             return
         for report in done:
             if report.old_tag is None:
                 continue
             self.fleet.log(f"{report.host}: rolling back to {report.old_tag}")
-            back = RollingDeploy(
+            back = type(self)(
                 self.fleet,
                 replace(self.settings, tag=report.old_tag, run_id=self.settings.run_id + "rb"),
                 [report.host],
@@ -204,307 +339,85 @@ class RollingDeploy:
             )
             try:
                 back.roll_host(report.host)
-            except SwapFailed as failure:
+            except Exception as failure:  # noqa: BLE001 (said; the other hosts go on)
                 # It stays on the new release, serving; say so and go on with the others.
+                failure = describe(failure)
                 self.fleet.log(f"{report.host}: rollback to {report.old_tag} failed: {failure}")
                 report.result = f"updated; rollback failed: {failure}"
             else:
                 report.result = f"rolled back to {report.old_tag}"
             self.reports.extend(back.reports)
 
-    def roll_host(self, host: str) -> HostReport:
-        settings = self.settings
-        containers = self.inspect(host)
-        current = containers.current()
-        old = current.pair if current else None
-        report = HostReport(host, old.tag if old else None, settings.tag)
-        self.reports.append(report)
-        new = Pair(release=f"{settings.tag}-{settings.run_id}", tag=settings.tag)
-        if current and current.pair.tag == settings.tag and current.serving:
-            # Already on the tag (a re-run after an interruption, or a host done by an
-            # earlier roll): drop what an interrupted roll left, and make sure the host
-            # is back in rotation on every LB.
-            with self._phase(report, "readmit"):
-                self._remove(host, containers.others({current.pair.release}))
-                self._enable_everywhere(host, report)
-            report.result = "already on tag"
-            return report
+    # -- what a role supplies -----------------------------------------------------------
 
-        with self._phase(report, "drain"):
-            self._drain_everywhere(host, report)
-        admitted = False
-        try:
-            with self._phase(report, "start"):
-                self._must(
-                    host,
-                    timed(
-                        docker_commands.start_app(
-                            new,
-                            settings.image,
-                            settings.network,
-                            settings.env_file,
-                            settings.stop_timeout_s,
-                        )
-                    ),
-                    report,
-                    "start the new app container",
-                )
-            with self._phase(report, "health"):
-                self._must(
-                    host,
-                    docker_commands.wait_http_ok(
-                        f"http://CONTAINER_IP:{settings.app_port}/up",
-                        settings.health_timeout_s,
-                        container=new.app,
-                    ),
-                    report,
-                    "new app container health check",
-                )
-                if old:
-                    self._must(
-                        host,
-                        timed(docker_commands.stop(old.nginx, settings.stop_timeout_s)),
-                        report,
-                        "stop the old nginx",
-                    )
-                self._must(
-                    host,
-                    timed(
-                        docker_commands.start_nginx(
-                            new,
-                            settings.nginx_image,
-                            settings.network,
-                            settings.app_port,
-                            settings.publish_port,
-                        )
-                    ),
-                    report,
-                    "start the new nginx",
-                )
-                self._must(
-                    host,
-                    docker_commands.wait_http_ok(
-                        f"http://127.0.0.1:{settings.publish_port}/up",
-                        settings.health_timeout_s,
-                        container=new.nginx,
-                    ),
-                    report,
-                    "new pair health check through nginx",
-                )
-            with self._phase(report, "readmit"):
-                self._enable_everywhere(host, report)
-            admitted = True
-            if self._observes(host):
-                with self._phase(report, "observe"):
-                    self._canary_gate(host, report)
-        except SwapFailed as failure:
-            if admitted:
-                # The new pair takes traffic: out of rotation first, sessions finished.
-                self._drain_everywhere(host, report, restoring=True)
-            self._restore_old_pair(host, new, old, report)
-            report.result = f"failed: {failure}"
-            raise
+    def inspect(self, host: str):
+        """What the host runs now (raise StepFailed when it cannot be read)."""
+        raise NotImplementedError
 
-        with self._phase(report, "cleanup"):
-            self._retire(host, old, report)
-        report.result = "updated"
-        self.fleet.log(
-            f"{host}: {report.old_tag or '(none)'} -> {settings.tag} in {report.total_s:.1f}s "
-            f"({_format_phases(report.phases)}; overhead {report.overhead_s:.2f}s)"
-        )
-        return report
+    def old_tag(self, before) -> str | None:
+        raise NotImplementedError
 
-    # -- steps ------------------------------------------------------------------------
+    def replacements(self, host: str, before) -> list:
+        """What must be replaced to be on the tag; empty when the host already is."""
+        raise NotImplementedError
 
-    def inspect(self, host: str) -> HostContainers:
-        result = self.fleet.run(host, docker_commands.list_pairs())
-        if not result.ok:
-            raise SwapFailed(f"cannot list containers: {result.reason()}")
-        return HostContainers.parse(result.stdout)
+    def replace_steps(self, host: str, replacement, report: HostReport):
+        """(phase, step) pairs that put one replacement in place; a step raises
+        StepFailed, and `restore` then puts the old release back."""
+        raise NotImplementedError
 
-    def _remove(self, host: str, releases: list[Release]) -> None:
-        for release in releases:
-            self.fleet.run(host, docker_commands.remove_release(release.pair.release))
+    def restore(self, host: str, replacement, report: HostReport) -> None:
+        raise NotImplementedError
 
-    def _observes(self, host: str) -> bool:
-        settings = self.settings
-        if settings.canary_observe_s <= 0:
-            return False
-        return settings.observe_every_host or host == self.web_hosts[0]
+    def check_restored(self, host: str, replacement, report: HostReport) -> str:
+        """After `restore`: "" when the host is back in service, else its true state,
+        read back from the hosts (not from what the restore's commands answered)."""
+        raise NotImplementedError
 
-    def _canary_gate(self, host: str, report: HostReport) -> None:
-        """Real traffic through every LB for a short window; too many failures and the
-        host goes back to its old pair (the old app is still running at this point)."""
-        settings = self.settings
-        command = haproxy_commands.observe_server(
-            settings.admin_socket, settings.backend, host, settings.canary_observe_s
-        )
-        attempts = failures = 0
-        for lb, result in self._on_every_lb(command):
-            if not result.ok:
-                raise SwapFailed(f"canary gate could not read {lb}'s counters: {result.reason()}")
-            responses, errors, retries = haproxy_commands.parse_observation(result.stdout)
-            # A 5xx that HAProxy replayed on another server (retry-on) is counted as a
-            # retry, not as a response: it is an attempt that failed all the same.
-            attempts += responses + retries
-            failures += errors + retries
-        report.waited_s += settings.canary_observe_s
-        if attempts == 0:
-            self.fleet.log(f"{host}: canary gate saw no traffic in {settings.canary_observe_s:g}s")
-            return
-        rate = failures / attempts
-        self.fleet.log(
-            f"{host}: canary gate: {failures} failed of {attempts} requests "
-            f"in {settings.canary_observe_s:g}s"
-        )
-        if failures and rate > settings.canary_max_error_rate:
-            raise SwapFailed(
-                f"canary gate: {failures} of {attempts} requests failed in HAProxy within "
-                f"{settings.canary_observe_s:g}s ({rate:.0%}, limit "
-                f"{settings.canary_max_error_rate:.0%})"
-            )
+    def settle(self, host: str, before, report: HostReport) -> None:
+        """A host already on the tag: put right what an interrupted roll left."""
+        raise NotImplementedError
 
-    def _drain_everywhere(self, host: str, report: HostReport, restoring: bool = False) -> None:
-        settings = self.settings
-        command = haproxy_commands.drain_server(
-            settings.admin_socket, settings.backend, host, settings.drain_timeout_s
-        )
-        results = self._on_every_lb(command)
-        for lb, result in results:
-            if result.exit_code == haproxy_commands.TIMED_OUT:
-                self.fleet.log(f"{host}: drain on {lb} timed out, continuing: {result.reason()}")
-            elif not result.ok and restoring:
-                self.fleet.log(f"{host}: drain on {lb} failed while restoring: {result.reason()}")
-            elif not result.ok:
-                self._enable_everywhere(host, report, quiet=True)
-                raise SwapFailed(f"drain on {lb} failed: {result.reason()}")
-        report.waited_s += max((r.waited_s for _, r in results), default=0)
+    def retire(self, host: str, before, report: HostReport) -> None:
+        """After every replacement: stop and remove the old release's containers."""
+        raise NotImplementedError
 
-    def _enable_everywhere(self, host: str, report: HostReport, quiet: bool = False) -> None:
-        settings = self.settings
-        command = haproxy_commands.enable_server(
-            settings.admin_socket, settings.backend, host, settings.readmit_timeout_s
-        )
-        results = self._on_every_lb(command)
-        report.waited_s += max((r.waited_s for _, r in results), default=0)
-        failed = [(lb, r) for lb, r in results if not r.ok]
-        if failed and not quiet:
-            lb, result = failed[0]
-            raise SwapFailed(f"not UP on {lb} after re-enabling: {result.reason()}")
+    # -- helpers for the steps ------------------------------------------------------------
 
-    def _on_every_lb(self, command: str) -> list[tuple[str, CommandResult]]:
-        """Every load balancer in step: the same action on all of them, in parallel."""
-        return self.fleet.parallel(
-            [lambda lb=lb: (lb, self.fleet.run(lb, command, sudo=True)) for lb in self.lb_hosts]
-        )
+    def run_command(
+        self, host: str, command: str, waits_s: float = 0.0, sudo: bool = False
+    ) -> CommandResult:
+        """Every command of a roll goes through here: it is killed on the host past
+        `waits_s` (what it waits for on purpose: a drain, a health check, a graceful
+        stop) plus rollout_command_timeout_s."""
+        limit_s = self.settings.command_timeout_s + waits_s
+        return self.fleet.run(host, command, sudo=sudo, limit_s=limit_s)
 
-    def _must(self, host: str, command: str, report: HostReport, what: str) -> CommandResult:
-        result = self.fleet.run(host, command)
+    def must(
+        self, host: str, command: str, report: HostReport, what: str, waits_s: float = 0.0
+    ) -> CommandResult:
+        """Run a step's command; its failure fails the replacement."""
+        result = self.run_command(host, command, waits_s)
         report.waited_s += result.waited_s
         if not result.ok:
-            raise SwapFailed(f"{what} failed: {result.reason()}")
+            raise StepFailed(f"{what} failed: {result.reason()}")
         return result
 
-    def _restore_old_pair(self, host: str, new: Pair, old: Pair | None, report: HostReport):
-        """Back to the old pair, serving, and back in rotation. Each step is reported
-        when it fails: the operator must know if the host is not really restored."""
-        self.fleet.log(f"{host}: new pair failed; returning to {old.tag if old else 'nothing'}")
-        steps = [("remove the new pair", docker_commands.remove_release(new.release))]
-        if old is not None:
-            steps += [
-                ("start the old app", docker_commands.start_existing(old.app)),
-                ("start the old nginx", docker_commands.start_existing(old.nginx)),
-                (
-                    "check the old pair",
-                    docker_commands.wait_http_ok(
-                        f"http://127.0.0.1:{self.settings.publish_port}/up",
-                        self.settings.health_timeout_s,
-                        container=old.nginx,
-                    ),
-                ),
-            ]
-        for what, command in steps:
-            result = self.fleet.run(host, command)
+    def attempt(self, host: str, steps: list[tuple]) -> None:
+        """Run each (what, command[, waits_s]) of a restore; say each one that fails, go
+        on: the operator must know when a host is not really back on its old release."""
+        for what, command, *waits in steps:
+            result = self.run_command(host, command, *waits)
             if not result.ok:
                 self.fleet.log(f"{host}: while restoring, could not {what}: {result.reason()}")
-        self._enable_everywhere(host, report, quiet=True)
 
-    def _retire(self, host: str, old: Pair | None, report: HostReport) -> None:
-        """Stop the old app gracefully, drop the old pair, record the release, and keep
-        only the images of the last `keep_releases` releases (what rollback needs)."""
-        settings = self.settings
-        if old:
-            result = self.fleet.run(
-                host,
-                timed(
-                    docker_commands.stop(old.app, settings.stop_timeout_s)
-                    + " && "
-                    + docker_commands.remove(old.nginx, old.app)
-                ),
-            )
-            report.waited_s += result.waited_s
-            if not result.ok:
-                self.fleet.log(f"{host}: removing the old pair failed: {result.reason()}")
-        # Anything else of the kit is what an interrupted roll left behind.
-        self._remove(host, self.inspect(host).others({f"{settings.tag}-{settings.run_id}"}))
-        record = record_release(settings.release_log, settings.tag)
-        prune = prune_images(settings.app_image, settings.release_log, settings.keep_releases)
-        cleanup = f"( {prune} ); {docker_commands.prune_dangling_images()}"
-        self.fleet.run(host, f"{record}; {docker_commands.with_images_lock(cleanup)}")
-
-    # -- timing -----------------------------------------------------------------------
-
-    def _phase(self, report: HostReport, name: str):
-        engine = self
-
-        class _Timer:
-            def __enter__(self):
-                self.start = engine.clock()
-
-            def __exit__(self, *exc):
-                report.phases[name] = report.phases.get(name, 0.0) + engine.clock() - self.start
-                return False
-
-        return _Timer()
-
-
-def timed(command: str) -> str:
-    """Run a command on the host and report its duration as time spent waiting on it."""
-    return (
-        f"start=$(date +%s%N); {command}; status=$?; "
-        f"echo waited_ms=$((($(date +%s%N) - start) / 1000000)); exit $status"
-    )
-
-
-def record_release(release_log: str, tag: str) -> str:
-    q = docker_commands.q
-    return f'mkdir -p "$(dirname {q(release_log)})" && echo {q(tag)} >> {q(release_log)}'
-
-
-def prune_images(app_image: str, release_log: str, keep: int) -> str:
-    """Remove app images whose tag is not among the last `keep` distinct releases.
-
-    Only images of the app's own repository are considered; anything else on the host
-    (data containers, other images) is never touched."""
-    q = docker_commands.q
-    # Without a readable log nothing is known to be old: remove nothing.
-    return (
-        f"[ -s {q(release_log)} ] || exit 0; "
-        f"keep=$(tac {q(release_log)} | awk '!seen[$0]++' | head -n {int(keep)} | tr '\\n' ' '); "
-        f'[ -n "$keep" ] || exit 0; '
-        f"docker image ls --format '{{{{.Tag}}}}' {q(app_image)} | while read -r tag; do "
-        f'case " $keep " in *" $tag "*) ;; *) docker image rm {q(app_image)}:"$tag" '
-        f">/dev/null 2>&1 || true ;; esac; done"
-    )
-
-
-def previous_release(release_log_text: str, current_tag: str | None) -> str | None:
-    """The release before the current one, from a host's release log (oldest first)."""
-    tags = [line.strip() for line in release_log_text.splitlines() if line.strip()]
-    if current_tag is not None:
-        while tags and tags[-1] == current_tag:
-            tags.pop()
-    return tags[-1] if tags else None
+    @contextmanager
+    def phase(self, report: HostReport, name: str) -> Iterator[None]:
+        start = self.clock()
+        try:
+            yield
+        finally:
+            report.phases[name] = report.phases.get(name, 0.0) + self.clock() - start
 
 
 def _format_phases(phases: dict[str, float]) -> str:

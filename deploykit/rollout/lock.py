@@ -8,8 +8,14 @@ A process killed outright (SIGKILL, a lost laptop) cannot give the lock back: th
 next run is refused, and someone decides, by running deploys/unlock.py, that the
 holder is gone. The lock is never broken silently.
 
-Planning runs for every host in parallel greenlets; the callers hold the planning
-lock of request.py, so one run takes one lock.
+The release is registered before the take is attempted: an SSH error after the lock
+file was created, but before the answer came back, still ends in a release, which
+removes the lock only if it carries this run's token (commands/lock.py). SIGTERM and
+SIGHUP (a cancelled CI job, a closed terminal) are handled as Ctrl-C while the lock is
+held, so the lock is released and the audit line written as after a Ctrl-C.
+
+Planning runs for every host in parallel greenlets: the take runs once per run
+(preflight.once_per_run), so one run takes one lock.
 """
 
 from __future__ import annotations
@@ -20,19 +26,23 @@ import getpass
 import json
 import os
 import secrets
+import shlex
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass, field
 
 from pyinfra import inventory, logger, state
 from pyinfra.api import StringCommand
+from pyinfra.api.state import StateStage
 
+from ..command_line import is_dry_run
 from ..commands import lock as lock_commands
 from ..config import knob
 from ..connections import reconnect
+from ..errors import refuse
 from ..paths import REPO_ROOT
-from ..preflight import refuse
+from ..preflight import once_per_run
+from .termination import end_like_ctrl_c
 
 
 @dataclass
@@ -43,6 +53,9 @@ class HeldLock:
     record: dict
     # What the run says of itself before it ends (a roll's failure, say).
     outcome: dict = field(default_factory=dict)
+    # True once the host said "acquired"; False when it named another holder (nothing
+    # of ours to release); None while unknown (the take may have happened unseen).
+    taken: bool | None = None
 
 
 _held: dict[int, HeldLock] = {}
@@ -68,11 +81,6 @@ def repo_revision() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def is_dry_run() -> bool:
-    # pyinfra keeps --dry in its CLI only; the State never learns of it.
-    return "--dry" in sys.argv
 
 
 def lock_host():
@@ -102,13 +110,39 @@ def describe_holder(text: str) -> str:
     ).replace("  ", " ")
 
 
+def audited_command(words: list[str], data) -> str:
+    """A one-off's command as the lock record and the audit log keep it: its name only
+    (arguments may hold data not meant for a log), or the whole line when
+    `deploy_audit_oneoff_arguments` says so."""
+    if not words:
+        return ""
+    if knob(data, "deploy_audit_oneoff_arguments"):
+        return shlex.join(words)
+    return words[0]
+
+
 def take_deploy_lock(
-    action: str, tag: str = "", hosts: list[str] | None = None, detail: str = ""
+    action: str,
+    tag: str = "",
+    hosts: list[str] | None = None,
+    detail: str = "",
+    command: list[str] | None = None,
 ) -> None:
     """Hold the fleet's deploy lock for the rest of this run, or refuse naming its holder.
 
-    In a dry run nothing is taken or written; a held lock is only reported.
+    + command: a one-off's words; the record keeps what audited_command() allows
+
+    In a dry run nothing is taken or written; a held lock is only reported. Once per
+    run: the first host's planning takes it, the others share it (or its refusal).
     """
+    once_per_run(
+        "deploy lock", lambda: _take_deploy_lock(action, tag, hosts or [], detail, command)
+    )
+
+
+def _take_deploy_lock(
+    action: str, tag: str, hosts: list[str], detail: str, command: list[str] | None
+) -> None:
     if id(state) in _held:
         return
     lb = lock_host()
@@ -125,14 +159,30 @@ def take_deploy_lock(
         "when": now(),
         "action": action,
         "tag": tag,
-        "hosts": hosts or [],
+        "hosts": hosts,
         "detail": detail,
         "pid": os.getpid(),
         "revision": repo_revision(),
     }
-    ok, output = run_on(lb, lock_commands.acquire(lock_file, json.dumps(record, sort_keys=True)))
+    if command is not None:
+        record["command"] = audited_command(command, lb.data)
+    held = HeldLock(lb, lock_file, audit_log, record)
+    # Before the take: whatever interrupts it, the exit releases the lock if it is ours.
+    atexit.register(_release_at_exit, held)
+    # SIGTERM/SIGHUP too, from before the take: their default action would end the run
+    # with no exit handler, leaving the lock held if it came while the take (or the
+    # audit line after it) was on its way.
+    end_like_ctrl_c(lambda name: held.outcome.setdefault("signal", name))
+    acquire = lock_commands.acquire(lock_file, json.dumps(record, sort_keys=True))
+    try:
+        ok, output = run_on(lb, acquire)
+        answered = True
+    except Exception as error:  # noqa: BLE001 (the lock may exist: the exit releases it)
+        ok, output, answered = False, f"{type(error).__name__}: {error}", False
     if not ok:
-        if output and not output.endswith("acquired"):
+        # A refusal prints the holder's record; an error prints nothing on stdout.
+        if answered and output and not output.endswith("acquired"):
+            held.taken = False
             refuse(
                 [
                     f"another deploy holds the lock on {lb.name} ({lock_file}): "
@@ -141,10 +191,9 @@ def take_deploy_lock(
                 ]
             )
         refuse([f"{lb.name}: could not take the deploy lock {lock_file}: {output or 'no answer'}"])
-    held = HeldLock(lb, lock_file, audit_log, record)
+    held.taken = True
     _held[id(state)] = held
     _audit(held, {"event": "started"})
-    atexit.register(_release_at_exit, held)
     logger.info(f"deploykit: deploy lock taken on {lb.name} for {action} {tag}".rstrip())
 
 
@@ -167,9 +216,10 @@ def _audit(held: HeldLock, extra: dict) -> None:
 
 
 def _release_at_exit(held: HeldLock) -> None:
+    if held.taken is False:
+        return  # refused: the lock is another run's
     failed = sorted(h.name for h in state.failed_hosts)
-    # A run that never reached its main step (confirmation declined, say) did nothing.
-    result = "failed" if failed else held.outcome.get("result", "not run")
+    result = "failed" if failed else held.outcome.get("result") or _result_of_the_stage()
     finish = {**held.outcome, "event": "finished", "result": result, "failed_hosts": failed}
     ok, output = False, ""
     # Twice: the LB may have restarted during the run, leaving a dead SSH connection.
@@ -183,10 +233,18 @@ def _release_at_exit(held: HeldLock) -> None:
         except Exception as error:  # noqa: BLE001 (the process is ending; say what to do)
             ok, output = False, f"{type(error).__name__}: {error}"
         if ok:
-            _audit(held, finish)
             break
+    if ok and held.taken:
+        _audit(held, finish)
     if ok and output.endswith("released"):
         logger.info(f"deploykit: deploy lock released on {held.lb.name}")
+    elif ok and not held.taken:
+        pass  # the take never happened: nothing to release
+    elif ok:
+        logger.warning(
+            f"deploykit: the deploy lock on {held.lb.name} was no longer this run's "
+            "(released by hand, then maybe taken by another run): left as it is"
+        )
     else:
         logger.warning(
             f"deploykit: could not release the deploy lock on {held.lb.name} ({output}); "
@@ -194,8 +252,19 @@ def _release_at_exit(held: HeldLock) -> None:
         )
 
 
-def release_stale_lock(state, host) -> bool:  # noqa: F811 (pyinfra passes state, host)
-    """The explicit unlock: print who held the lock, remove it, say so in the audit log."""
+def _result_of_the_stage() -> str:
+    """What a run that reported no result of its own (a provision, say) did: nothing
+    when it never reached the operations (confirmation declined), else whether they all
+    ran (pyinfra only sets the Disconnect stage once they have)."""
+    stage = state.current_stage
+    if stage < StateStage.Execute:
+        return "not run"
+    return "succeeded" if stage >= StateStage.Disconnect else "interrupted"
+
+
+def release_stale_lock(host) -> bool:
+    """The explicit unlock: print who held the lock, remove it, say so in the audit log
+    (deploys/unlock.py, through rollout/run.py's callback)."""
     lock_file = knob(host.data, "deploy_lock_file")
     ok, output = run_on(host, lock_commands.force_release(lock_file))
     if not ok:

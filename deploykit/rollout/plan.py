@@ -1,4 +1,5 @@
-"""The order of a roll: the first host alone (the canary), then batches. Pure."""
+"""The order of a roll: the first host alone (the canary), then batches; the tag to
+roll to, or back to. Pure."""
 
 from __future__ import annotations
 
@@ -48,3 +49,12 @@ def check_tag(tag: object) -> str:
             "(letters, digits, _ . -; not starting with . or -; at most 128)"
         )
     return tag
+
+
+def previous_release(release_log_text: str, current_tag: str | None) -> str | None:
+    """The release before the current one, from a host's release log (oldest first)."""
+    tags = [line.strip() for line in release_log_text.splitlines() if line.strip()]
+    if current_tag is not None:
+        while tags and tags[-1] == current_tag:
+            tags.pop()
+    return tags[-1] if tags else None

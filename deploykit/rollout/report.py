@@ -1,11 +1,13 @@
-"""The end-of-roll summary: host, old tag → new tag, seconds per phase, result."""
+"""A roll's reports: the end-of-roll summary table (host, old tag → new tag, seconds
+per phase, result), and the JSON file of rollout_report_file (bench/ reads it)."""
 
 from __future__ import annotations
 
-PHASES = ("drain", "start", "health", "readmit", "observe", "cleanup")
+import json
+from pathlib import Path
 
 
-def summary_table(reports, phases: tuple[str, ...] = PHASES) -> str:
+def summary_table(reports, phases: tuple[str, ...]) -> str:
     header = f"{'host':<12} {'tags':<20} " + " ".join(f"{p:>8}" for p in phases)
     header += f" {'total':>7} {'overhead':>9}  result"
     lines = ["", "deploykit: roll summary (seconds)", header]
@@ -19,3 +21,33 @@ def summary_table(reports, phases: tuple[str, ...] = PHASES) -> str:
             f"{report.overhead_s:>9.2f}  {report.result}"
         )
     return "\n".join(lines)
+
+
+def write_report(request, reports, seconds: float, failure: str | None) -> None:
+    """The roll as JSON, when the request names a file for it."""
+    path = request.report_file
+    if not path:
+        return
+    document = {
+        "image": request.settings.image,
+        "web_hosts": request.hosts,
+        "lb_hosts": request.lb_hosts,
+        "batch_size": request.settings.batch_size,
+        "total_s": round(seconds, 3),
+        "failure": failure,
+        "hosts": [
+            {
+                "host": r.host,
+                "old_tag": r.old_tag,
+                "new_tag": r.new_tag,
+                "result": r.result,
+                "stranded": r.stranded,
+                "phases": {k: round(v, 3) for k, v in r.phases.items()},
+                "total_s": round(r.total_s, 3),
+                "waited_s": round(r.waited_s, 3),
+                "overhead_s": round(r.overhead_s, 3),
+            }
+            for r in reports
+        ],
+    }
+    Path(path).write_text(json.dumps(document, indent=2) + "\n")

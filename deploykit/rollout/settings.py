@@ -1,6 +1,9 @@
-"""Knobs of the rolling deploy (group_data overrides them; see README: Settings)."""
+"""Knobs of the runs that change what the fleet runs: the rolls, the rollback, the
+one-offs, their lock and audit log (group_data overrides them; docs/settings.md)."""
 
 DEFAULTS = {
+    # The app image tag deploys/web.py and deploys/jobs.py roll out: --data image_tag=v2
+    "image_tag": "",
     # Hosts swapped at once after the first (canary) host: a number or "25%".
     "rollout_batch_size": 1,
     # Longest wait for a drained server's sessions to reach 0 (then maint anyway).
@@ -11,6 +14,14 @@ DEFAULTS = {
     "rollout_readmit_timeout_s": 30.0,
     # Seconds a stopping container gets to finish in-flight requests (SIGTERM → SIGKILL).
     "rollout_stop_timeout_s": 30,
+    # Longest any command of a roll may run on a host beyond its own waits (the ones
+    # above): then it is killed there (a hung dockerd, say) and the host goes back.
+    "rollout_command_timeout_s": 120.0,
+    # Before draining a server that serves: longest wait for another server of the
+    # backend to be UP on every LB; then the roll refuses, naming the servers down.
+    "rollout_last_server_wait_s": 30.0,
+    # Drain a server even when no other one is UP (requests fail while it is swapped).
+    "rollout_drain_last_server": False,
     # After a failed host, also roll the hosts already updated back to their old tag.
     "rollout_rollback_on_failure": False,
     # Releases whose images stay on each host, for rollback.
@@ -32,7 +43,18 @@ DEFAULTS = {
     "deploy_lock_file": "/var/lib/deploykit/deploy.lock",
     # On the same host: one JSON line per deploy, rollback, job roll, one-off and unlock.
     "deploy_audit_log": "/var/log/deploykit/audit.log",
+    # A one-off's command in the lock record and the audit log: its name only (False), or
+    # the whole command line with its arguments (True), which may hold data not to log.
+    "deploy_audit_oneoff_arguments": False,
     # deploys/web.py also rolls the job workers (deploys/jobs.py) to the same tag, once
     # every web host is done.
     "rollout_jobs_after_web": False,
+    # The command deploys/oneoff/run.py runs once in a container of the app image:
+    # --data oneoff_command='python3 /app/manage.py migrate' (or a JSON list of words).
+    "oneoff_command": "",
+    # Where deploys/oneoff/*.py run (a web or job host); "" is the first web host.
+    "oneoff_host": "",
+    # deploys/provision.py runs only these components (--data only=redis, or a comma-
+    # separated list); "" runs every one. See deploykit/provision_only.py.
+    "only": "",
 }

@@ -5,8 +5,8 @@ ready-made one-off: copy it for a reindex or a data fix).
     ... --data oneoff_host=job1 --data image_tag=v2
 """
 
-from deploykit.oneoff import run_oneoff
 from deploykit.preflight import preflight
+from deploykit.rollout.oneoff import run_oneoff
 
 # The example app's migrations (app/web/manage.py); Rails would be bin/rails db:migrate.
 MIGRATE = ["python3", "/app/manage.py", "migrate"]

@@ -7,8 +7,8 @@ exit status is the run's.
     ... --data oneoff_host=web2 --data image_tag=v2   # another host, another tag
 """
 
-from deploykit.oneoff import run_oneoff
 from deploykit.preflight import preflight
+from deploykit.rollout.oneoff import run_oneoff
 
 preflight()
 run_oneoff()

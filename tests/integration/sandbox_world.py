@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -21,14 +22,15 @@ import docker
 import docker.errors
 
 from bench.harness import (  # noqa: F401  (shared with the demo)
+    CLUSTER_FILE,
     PYINFRA,
     REPO_ROOT,
     LoadRun,
     RunResult,
+    lb_urls,
     pyinfra,
+    registry_from_here,
 )
-
-CLUSTER_FILE = REPO_ROOT / ".sandbox" / "cluster.json"
 
 # A PostgreSQL client (psql, and psycopg2 for the app's code) for the tests, run in a
 # host's network namespace (its address, its firewall) without installing anything on
@@ -72,8 +74,29 @@ class World:
     def ssh_port(self, name: str) -> int:
         return next(h["ssh_port"] for h in self.cluster["hosts"] if h["name"] == name)
 
+    def release(self, name: str) -> str:
+        """The Debian release the sandbox created the host with (trixie, bookworm)."""
+        return next(h["release"] for h in self.cluster["hosts"] if h["name"] == name)
+
+    def os_release(self, name: str) -> dict[str, str]:
+        """The host's own /etc/os-release, as key -> value."""
+        code, output = self.sh(name, "cat /etc/os-release")
+        assert code == 0, output
+        pairs = (line.split("=", 1) for line in output.splitlines() if "=" in line)
+        return {key: value.strip('"') for key, value in pairs}
+
+    def postgres_major(self, name: str = "db1") -> int:
+        """The major version of the host's one PostgreSQL cluster, from its own files."""
+        code, output = self.sh(name, "ls -1 /etc/postgresql")
+        majors = [int(word) for word in output.split() if word.isdigit()]
+        assert code == 0 and len(majors) == 1, output
+        return majors[0]
+
+    def postgres_service(self, name: str = "db1") -> str:
+        return f"postgresql@{self.postgres_major(name)}-main.service"
+
     def container(self, name: str):
-        return self.docker.containers.get(f"deploykit-sandbox-{name}")
+        return self.docker.containers.get(self.cluster["container_prefix"] + name)
 
     def sh(self, name: str, command: str, user: str = "root") -> tuple[int, str]:
         """Run a shell command inside the host, bypassing SSH and the deploy tool."""
@@ -114,23 +137,62 @@ class World:
         return tags[0] if tags else None
 
     def set_server_state(self, lb: str, server: str, state: str) -> None:
-        """Drive HAProxy's runtime API on `lb` directly, as an operator would."""
+        """Drive HAProxy's runtime API on `lb` directly, as an operator would, until the
+        worker that serves holds the state: a plain `set server` right after a reload can
+        reach the old worker and be lost (issue 13, item 7)."""
+        from deploykit.commands.haproxy import change_server_state
+
         code, output = self.sh(
-            lb,
-            f"echo 'set server web/{server} state {state}'"
-            " | socat stdio unix-connect:/run/haproxy/admin.sock",
+            lb, change_server_state("/run/haproxy/admin.sock", "web", server, state)
         )
         assert code == 0 and not output.strip(), output
+
+    def haproxy_worker(self, lb: str) -> str:
+        """The pid of the newest worker of HAProxy's master on `lb`."""
+        code, output = self.sh(
+            lb, 'pgrep -n -P "$(systemctl show --property MainPID --value haproxy)"'
+        )
+        assert code == 0 and output.strip(), output
+        return output.strip()
+
+    def serving_admin_state(self, lb: str, server: str, replaced_worker: str) -> int:
+        """`server`'s admin state (`show servers state`: 0 ready, 8 drain, 1 maint) as
+        the worker that serves after a reload reports it: a worker newer than
+        `replaced_worker`, the master's newest, answering the runtime API."""
+        script = (
+            "set -- $(echo 'show info; show servers state web'"
+            " | socat stdio unix-connect:/run/haproxy/admin.sock"
+            f' | awk \'$1 == "Pid:" {{ p = $2 }} $4 == "{server}" {{ a = $7 }}'
+            " END { print p, a }');"
+            f' [ "$1" != {replaced_worker} ]'
+            ' && [ "$1" = "$(pgrep -n -P "$(systemctl show --property MainPID --value haproxy)")" ]'
+            ' && echo "$2"'
+        )
+
+        def state():
+            code, output = self.sh(lb, script)
+            return output.strip() if code == 0 and output.strip() else None
+
+        return int(wait_for(state, timeout=60, interval=0.2, what=f"{lb}'s new worker"))
 
     def server_states(self, lb: str = "lb1") -> dict[str, str]:
         """HAProxy's view: server -> status (UP, DOWN, DRAIN, MAINT...)."""
         code, output = self.sh(
             lb,
-            "echo 'show stat' | socat stdio unix-connect:/run/haproxy/admin.sock"
+            # -t 5: socat's default 0.5 s after its input ends can cut a slow answer short.
+            "echo 'show stat' | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock"
             ' | awk -F, \'$1 == "web" && $2 != "BACKEND" { print $2, $18 }\'',
         )
         assert code == 0, output
         return dict(line.split(" ", 1) for line in output.splitlines() if line.strip())
+
+    def server_changes(self, lb: str = "lb1", last: int = 12) -> str:
+        """HAProxy's last server state changes and why (a failed check's reason and
+        duration): what explains a server found DOWN."""
+        code, output = self.sh(
+            lb, f"grep -E 'Server [^ ]+ is (UP|DOWN)' /var/log/haproxy.log | tail -n {last}"
+        )
+        return output if code == 0 else f"(no haproxy.log on {lb}: {output})"
 
     def wait_for_ssh(self, name: str, timeout: float = 120) -> None:
         """After a host container (re)starts: until the deploy user can log in."""
@@ -232,6 +294,20 @@ def _ensure_pg_client_image(client) -> None:
         )
 
 
+# The deploy lock and the audit log on lb1 (rollout/lock.py), at their default paths.
+LOCK = "/var/lib/deploykit/deploy.lock"
+AUDIT = "/var/log/deploykit/audit.log"
+
+
+def audit_entries(fleet: World) -> list[dict]:
+    _, text = fleet.sh("lb1", f"cat {AUDIT} 2>/dev/null || true")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def lock_exists(fleet: World) -> bool:
+    return fleet.sh("lb1", f"test -e {LOCK}")[0] == 0
+
+
 def deploy_args(tag: str, *extra: str) -> list[str]:
     """The arguments of a roll of the sandbox's web hosts to `tag`."""
     return ["inventories/sandbox.py", "deploys/web.py", "--data", f"image_tag={tag}", *extra]
@@ -272,6 +348,11 @@ class BackgroundPyinfra:
         output = self.log.read_text()
         self.log.unlink()
         return RunResult(self.process.returncode, output)
+
+
+def group_data(name: str) -> dict:
+    """The repository's group_data/NAME.py as the inventory sees it (its settings)."""
+    return runpy.run_path(str(REPO_ROOT / "group_data" / f"{name}.py"))
 
 
 def copy_sandbox_inventory(folder: Path, extra: str = "") -> Path:

@@ -13,9 +13,11 @@ from deploykit.secrets import load_secrets
 
 from .sandbox_world import REPO_ROOT, pyinfra
 
+# Also on Debian 12 hosts (the data tier): make test's second phase.
+pytestmark = pytest.mark.every_release
+
 SECRETS_FILE = ".sandbox/secrets.env"
 DUMPS = "/var/backups/postgresql"
-SERVICE = "postgresql@15-main.service"
 ROLE_OPERATION = "PostgreSQL | Ensure the app's role and database exist, with the current password"
 PROVISION_DB = ("inventories/sandbox.py", "deploys/provision.py", "--limit", "db1")
 
@@ -29,7 +31,7 @@ def password():
 def db(fleet, password):
     """db1 provisioned by this branch's code (a no-op right after the session's runs)."""
     run = pyinfra(*PROVISION_DB)
-    assert run.returncode == 0, run.output[-4000:]
+    assert run.returncode == 0, run.failure_excerpt()
     assert password not in run.output
     return fleet
 
@@ -46,7 +48,7 @@ def dump_names(world) -> list[str]:
 
 
 def test_postgres_listens_on_the_private_address_and_localhost_only(db):
-    _, output = db.sh("db1", f"systemctl is-active {SERVICE}")
+    _, output = db.sh("db1", f"systemctl is-active {db.postgres_service()}")
     assert output.strip() == "active"
     _, output = db.sh("db1", "ss -H -l -t -n 'sport = :5432' | awk '{ print $4 }'")
     assert sorted(output.split()) == sorted([f"{db.ip('db1')}:5432", "127.0.0.1:5432"])
@@ -96,7 +98,7 @@ def test_app_db_endpoint_reports_tls_from_a_web_host(db, password):
     status, body = app_db_endpoint(db, "web1", url)
     assert status == 200, body
     assert body["ssl"] is True and body["ssl_version"].startswith("TLSv1.")
-    assert body["server_version"].startswith("PostgreSQL 15.")
+    assert body["server_version"].startswith(f"PostgreSQL {db.postgres_major()}.")
     status, body = app_db_endpoint(db, "web1", url.replace("require", "disable"))
     assert status == 503 and "pg_hba.conf rejects connection" in body["error"]
     assert password not in json.dumps(body)
@@ -123,7 +125,7 @@ def postgres_rows(run) -> dict[str, list[str]]:
 
 def test_second_provision_changes_nothing_and_never_prints_the_password(db, password):
     run = pyinfra(*PROVISION_DB)
-    assert run.returncode == 0, run.output[-4000:]
+    assert run.returncode == 0, run.failure_excerpt()
     # Only the PostgreSQL rows: other helpers' components may share db1 in development.
     changed = {name: row for name, row in postgres_rows(run).items() if row != ["1", "-", "-", "1"]}
     assert changed == {}, run.output[-4000:]
@@ -134,7 +136,7 @@ def test_a_pg_hba_change_is_a_reload_not_a_restart(db, password):
     started = sql_as_postgres(db, "SELECT pg_postmaster_start_time()")[1].strip()
     try:
         run = pyinfra(*PROVISION_DB, "--data", 'postgres_client_groups=["web"]')
-        assert run.returncode == 0, run.output[-4000:]
+        assert run.returncode == 0, run.failure_excerpt()
         code, output = db.psql("job1", "db1", "SELECT 1", password)
         assert (
             code != 0
@@ -143,7 +145,7 @@ def test_a_pg_hba_change_is_a_reload_not_a_restart(db, password):
         assert db.psql("web1", "db1", "SELECT 1", password)[0] == 0
     finally:
         run = pyinfra(*PROVISION_DB)
-        assert run.returncode == 0, run.output[-4000:]
+        assert run.returncode == 0, run.failure_excerpt()
     assert db.psql("job1", "db1", "SELECT 1", password)[0] == 0
     assert sql_as_postgres(db, "SELECT pg_postmaster_start_time()")[1].strip() == started
 
@@ -162,7 +164,7 @@ def test_the_password_is_nowhere_on_the_db_host(db, password):
     assert output.startswith("SCRAM-SHA-256$4096:"), output
     _, output = db.sh(
         "db1",
-        "stat -c '%a %U' /etc/postgresql/15/main/tls/server.key; "
+        f"stat -c '%a %U' /etc/postgresql/{db.postgres_major()}/main/tls/server.key; "
         "test -e /run/deploykit-postgres-role.sql && echo leftover",
     )
     assert output.split() == ["600", "postgres"], output
@@ -179,7 +181,7 @@ def test_a_changed_password_is_applied_and_only_then(db, password, tmp_path):
     )
     try:
         run = pyinfra(*PROVISION_DB, "--data", f"app_secrets_file={rotated}")
-        assert run.returncode == 0, run.output[-4000:]
+        assert run.returncode == 0, run.failure_excerpt()
         changed = [name for name, row in postgres_rows(run).items() if row[1] == "1"]
         assert changed == [ROLE_OPERATION], run.output[-4000:]
         assert f"{password}-rotated" not in run.output
@@ -187,7 +189,7 @@ def test_a_changed_password_is_applied_and_only_then(db, password, tmp_path):
         assert db.psql("web1", "db1", "SELECT 1", password)[0] != 0
     finally:
         run = pyinfra(*PROVISION_DB)
-        assert run.returncode == 0, run.output[-4000:]
+        assert run.returncode == 0, run.failure_excerpt()
     assert db.psql("web1", "db1", "SELECT 1", password)[0] == 0
 
 
@@ -203,7 +205,7 @@ def test_backup_now_then_restore_into_a_scratch_database(db, password):
     assert code == 0, output
     before = set(dump_names(db))
     run = pyinfra("inventories/sandbox.py", "deploys/backup.py", "--limit", "db1")
-    assert run.returncode == 0, run.output[-4000:]
+    assert run.returncode == 0, run.failure_excerpt()
     new = sorted(set(dump_names(db)) - before)
     assert len(new) == 1 and new[0].startswith("app-") and new[0].endswith(".dump"), new
     dump = f"{DUMPS}/{new[0]}"

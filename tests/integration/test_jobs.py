@@ -35,7 +35,7 @@ def jobs_world(fleet, request):
     if "DEPLOYKIT_JOBS_TEST_TAGS" not in os.environ:
         request.getfixturevalue("on_v1")  # builds and pushes v1 and v2
     run = provision("inventories/sandbox.py")
-    assert run.returncode == 0, run.output[-4000:]
+    assert run.returncode == 0, run.failure_excerpt()
     url = f"redis://:{fleet.secrets()['REDIS_PASSWORD']}@{fleet.ip('db1')}:6379/0"
     code, env_file = fleet.sh("job1", "cat /etc/deploykit/app.env")
     assert code == 0 and f"REDIS_URL={url}" in env_file.splitlines()
@@ -122,7 +122,7 @@ def test_provisioning_again_changes_nothing(jobs_world):
 def test_workers_roll_while_working_and_every_job_is_done_exactly_once(jobs_world):
     fleet = jobs_world
     run = roll_workers(fleet, OLD_TAG)
-    assert run.returncode == 0, run.output[-4000:]
+    assert run.returncode == 0, run.failure_excerpt()
     assert workers_on(fleet) == [(OLD_TAG, "running")] * WORKERS
 
     keys = fleet.redis_cli("--scan", "--pattern", "deploykit:*").split()
@@ -138,7 +138,7 @@ def test_workers_roll_while_working_and_every_job_is_done_exactly_once(jobs_worl
         enqueue(fleet, job_id, 1 + n % 3)
 
     run = roll_workers(fleet, NEW_TAG)
-    assert run.returncode == 0, run.output[-4000:]
+    assert run.returncode == 0, run.failure_excerpt()
     # The stop phase waited for a job in hand longer than any short job (at most 3 s).
     row = re.search(rf"job1\s+{OLD_TAG} -> {NEW_TAG}\s+(\S+)", run.output)
     assert row and float(row.group(1)) >= 5, run.output[-3000:]
@@ -199,5 +199,5 @@ def test_a_oneoff_on_a_job_host_runs_the_workers_tag_with_their_env_file(jobs_wo
         "oneoff_command=sh -c 'echo version=$APP_VERSION;"
         ' test -n "$REDIS_URL" && echo has-redis\'',
     )
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.failure_excerpt()
     assert f"version={NEW_TAG}" in run.output and "has-redis" in run.output

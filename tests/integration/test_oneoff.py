@@ -7,6 +7,7 @@ accessory lives on job1 under a group_data folder of the test's own.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -20,6 +21,7 @@ from .sandbox_world import (
     BackgroundPyinfra,
     copy_sandbox_inventory,
     pyinfra,
+    registry_from_here,
     wait_for,
 )
 
@@ -54,7 +56,7 @@ def migrate_image():
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "DOCKER_BUILD_FLAGS": "--quiet"},
+        env={**os.environ, "DOCKER_BUILD_FLAGS": "--quiet", "REGISTRY": registry_from_here()},
     )
     assert built.returncode == 0, built.stdout + built.stderr
     return MIGRATE_TAG
@@ -73,7 +75,7 @@ def test_oneoff_runs_on_the_first_web_host_with_its_tag_and_env_file(on_v1):
         'test -n "$SECRET_KEY_BASE" && echo "secret=yes"'
         "'",
     )
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.failure_excerpt()
     # The running tag's APP_VERSION, and a variable that only the env file holds.
     assert f"[web1] version={tag} workers=2" in run.output
     assert "[web1] secret=yes" in run.output
@@ -90,7 +92,7 @@ def test_migrate_runs_on_a_chosen_host_with_a_chosen_tag(on_v1, migrate_image):
     code, _ = fleet.sh("db1", "systemctl is-active --quiet postgresql")
     if code == 0:
         # The env file's DATABASE_URL leads to PostgreSQL on db1: the table is there.
-        assert run.returncode == 0, run.output[-3000:]
+        assert run.returncode == 0, run.failure_excerpt()
         assert "migrations `python3 /app/manage.py migrate` on web2" in run.output
         assert "[web2] migrate: 0001_initial" in run.output
         code, output = fleet.sh(
@@ -187,7 +189,7 @@ def test_release_command_runs_once_with_the_new_tag_then_the_roll(on_v1):
         "--data",
         """rollout_release_command=sh -c 'echo "release-ran version=$APP_VERSION"'""",
     )
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.failure_excerpt()
     assert run.output.count(f"release-ran version={tag}") == 1
     assert f"[web1] release-ran version={tag}" in run.output
     # The release command ran before the roll.
@@ -233,9 +235,15 @@ def run_in_pty(argv: list[str], typed: str, prompt: bytes, timeout: float = 60) 
     return seen.decode(errors="replace").replace("\r\n", "\n")
 
 
+def audit_lines(fleet) -> list[dict]:
+    _, text = fleet.sh("lb1", "cat /var/log/deploykit/audit.log 2>/dev/null || true")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def test_console_opens_a_terminal_in_a_container_of_the_running_tag(on_v1):
     fleet = on_v1
     tag = running(fleet)
+    audited_before = len(audit_lines(fleet))
     screen = run_in_pty(
         [str(REPO_ROOT / "bin" / "console"), "inventories/sandbox.py", "--", "sh"],
         typed=(
@@ -252,6 +260,28 @@ def test_console_opens_a_terminal_in_a_container_of_the_running_tag(on_v1):
     assert "workers=2" in lines, screen
     assert "secret=yes" in lines, screen
     wait_for(lambda: no_oneoff_container_left(fleet, "web1"), timeout=10, what="console removed")
+    # A shell with the production secrets: audited (who, host, tag, start and end).
+    started, finished = audit_lines(fleet)[audited_before:]
+    for entry in (started, finished):
+        assert entry["action"] == "console" and entry["hosts"] == ["web1"], entry
+        assert entry["tag"] == tag and entry["command"] == "sh", entry
+        assert entry["who"] and entry["at"], entry
+    assert started["event"] == "started"
+    assert (finished["event"], finished["result"]) == ("finished", "exited 0")
+
+
+def test_a_oneoff_is_audited_by_its_command_name_not_its_arguments(on_v1):
+    fleet = on_v1
+    before = len(audit_lines(fleet))
+    run = oneoff("run", "oneoff_command=sh -c 'echo the-argument-$((6 * 7))'")
+    assert run.returncode == 0, run.failure_excerpt()
+    assert "the-argument-42" in run.output
+    entries = audit_lines(fleet)[before:]
+    assert [(e["action"], e["event"], e["command"]) for e in entries] == [
+        ("oneoff", "started", "sh"),
+        ("oneoff", "finished", "sh"),
+    ]
+    assert "the-argument" not in json.dumps(entries)
 
 
 # -- accessories --------------------------------------------------------------------------
@@ -264,7 +294,7 @@ def accessory_inventory(tmp_path_factory, fleet):
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "DOCKER_BUILD_FLAGS": "--quiet"},
+        env={**os.environ, "DOCKER_BUILD_FLAGS": "--quiet", "REGISTRY": registry_from_here()},
     )
     assert built.returncode == 0, built.stdout + built.stderr
     folder = tmp_path_factory.mktemp("accessory")
@@ -294,7 +324,7 @@ def declare_echo(inventory, greeting: str | None) -> None:
 
 def provision_job1(inventory):
     run = pyinfra(str(inventory), "deploys/provision.py", "--limit", "job1")
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.failure_excerpt()
     return run
 
 

@@ -10,28 +10,23 @@ import uuid
 import pytest
 
 from .sandbox_world import (
+    AUDIT,
+    LOCK,
     PYINFRA,
     REPO_ROOT,
     BackgroundPyinfra,
     World,
+    audit_entries,
+    group_data,
+    lb_urls,
     deploy_args,
+    lock_exists,
     other_tag,
     pyinfra,
     wait_for,
 )
 
-LOCK = "/var/lib/deploykit/deploy.lock"
-AUDIT = "/var/log/deploykit/audit.log"
 REMOTE_LOGS = "/var/log/deploykit/remote"
-
-
-def audit_entries(fleet: World) -> list[dict]:
-    _, text = fleet.sh("lb1", f"cat {AUDIT} 2>/dev/null || true")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def lock_exists(fleet: World) -> bool:
-    return fleet.sh("lb1", f"test -e {LOCK}")[0] == 0
 
 
 def pyinfra_without_yes(*args: str) -> subprocess.CompletedProcess:
@@ -65,7 +60,7 @@ def test_a_second_deploy_is_refused_at_once_naming_the_holder(unlocked_fleet):
     assert "ann@laptop since" in second.output
     assert f"deploy {target} (pid {roll.process.pid})" in second.output
     assert "Starting operation" not in second.output  # refused before any operation
-    assert first.returncode == 0, first.output[-3000:]
+    assert first.returncode == 0, first.failure_excerpt()
     assert {fleet.running_tag(name) for name in fleet.hosts("web")} == {target}
     assert not lock_exists(fleet), "the lock outlived the deploy that held it"
 
@@ -105,7 +100,7 @@ def test_a_stale_lock_blocks_deploys_until_released_explicitly(unlocked_fleet):
     fleet.sh("lb1", f"mkdir -p /var/lib/deploykit && echo '{json.dumps(holder)}' > {LOCK}")
 
     status = pyinfra("inventories/sandbox.py", "deploys/status.py")
-    assert status.returncode == 0, status.output[-3000:]
+    assert status.returncode == 0, status.failure_excerpt()
     assert "deploy lock on lb1: carol@lost-laptop since 2026-01-01T00:00:00Z" in status.output
 
     refused = pyinfra(*deploy_args(fleet.running_tag("web1")))
@@ -117,7 +112,7 @@ def test_a_stale_lock_blocks_deploys_until_released_explicitly(unlocked_fleet):
     assert dry.returncode == 0 and lock_exists(fleet)
 
     released = pyinfra("inventories/sandbox.py", "deploys/unlock.py")
-    assert released.returncode == 0, released.output[-3000:]
+    assert released.returncode == 0, released.failure_excerpt()
     assert "released the deploy lock on lb1, held by carol@lost-laptop" in released.output
     assert not lock_exists(fleet)
     last = audit_entries(fleet)[-1]
@@ -129,11 +124,92 @@ def test_a_dry_run_takes_no_lock_and_writes_no_audit_line(unlocked_fleet):
     before = audit_entries(fleet)
     tags = {name: fleet.running_tag(name) for name in fleet.hosts("web")}
     run = pyinfra(*deploy_args(other_tag(fleet), "--dry"))
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.failure_excerpt()
     assert "deploykit: plan: roll" in run.output
     assert audit_entries(fleet) == before
     assert not lock_exists(fleet)
     assert {name: fleet.running_tag(name) for name in fleet.hosts("web")} == tags
+
+
+def test_provision_is_refused_while_a_roll_holds_the_lock(unlocked_fleet):
+    # Provision can restart dockerd, reload HAProxy and rewrite env files: never in the
+    # middle of a roll. It takes the lock, and says so in the audit log.
+    fleet = unlocked_fleet
+    target = other_tag(fleet)
+    roll = BackgroundPyinfra(*deploy_args(target), env={"DEPLOYKIT_DEPLOYER": "ann@laptop"})
+    wait_for(lambda: lock_exists(fleet), timeout=300, what="the roll's lock")
+    _, config_before = fleet.sh("lb1", "sha256sum /etc/haproxy/haproxy.cfg")
+    provision = pyinfra(
+        "inventories/sandbox.py",
+        "deploys/provision.py",
+        "--limit",
+        "lb",
+        "--data",
+        "haproxy_timeout_server_ms=45000",
+        env={"DEPLOYKIT_DEPLOYER": "bob@ci"},
+    )
+    rolled = roll.wait()
+    assert provision.returncode != 0
+    assert "another deploy holds the lock on lb1" in provision.output
+    assert "ann@laptop since" in provision.output and f"deploy {target}" in provision.output
+    assert "Starting operation" not in provision.output
+    assert fleet.sh("lb1", "sha256sum /etc/haproxy/haproxy.cfg")[1] == config_before
+    assert rolled.returncode == 0, rolled.failure_excerpt()
+    assert not lock_exists(fleet)
+
+    before = len(audit_entries(fleet))
+    again = pyinfra("inventories/sandbox.py", "deploys/provision.py", "--limit", "lb")
+    assert again.returncode == 0, again.failure_excerpt()
+    assert [(e["action"], e["event"], e.get("result")) for e in audit_entries(fleet)[before:]] == [
+        ("provision", "started", None),
+        ("provision", "finished", "succeeded"),
+    ]
+    assert not lock_exists(fleet)
+
+
+def test_a_lock_someone_else_took_meanwhile_survives_the_runs_release(unlocked_fleet):
+    # While a roll runs, its lock is released by hand and taken by another deploy: the
+    # roll's own release at its end must leave the other holder's lock alone.
+    fleet = unlocked_fleet
+    other = json.dumps({"who": "dave@ci", "token": "not-the-rolls", "action": "deploy"})
+    roll = BackgroundPyinfra(*deploy_args(other_tag(fleet)))
+    wait_for(lambda: lock_exists(fleet), timeout=300, what="the roll's lock")
+    code, output = fleet.sh("lb1", f"printf '%s\\n' '{other}' > {LOCK}.new && mv {LOCK}.new {LOCK}")
+    assert code == 0, output
+    finished = roll.wait()
+    try:
+        assert lock_exists(fleet), "the roll released a lock it no longer held"
+        assert fleet.sh("lb1", f"cat {LOCK}")[1].strip() == other
+        assert "the deploy lock on lb1 was no longer this run's" in finished.output
+    finally:
+        fleet.sh("lb1", f"rm -f {LOCK}")
+
+
+def test_sigterm_ends_a_roll_like_ctrl_c_releasing_the_lock_with_an_audit_line(unlocked_fleet):
+    # A cancelled CI job: SIGTERM finishes the host in progress, releases the lock and
+    # says so in the audit log (Python's default would die with the lock held).
+    fleet = unlocked_fleet
+    before = len(audit_entries(fleet))
+    target = other_tag(fleet)
+    roll = BackgroundPyinfra(*deploy_args(target))
+    wait_for(lambda: lock_exists(fleet), timeout=300, what="the roll's lock")
+    wait_for(
+        lambda: "Starting operation: Roll" in roll.log.read_text(), timeout=300, what="the roll"
+    )
+    roll.process.terminate()
+    run = roll.wait()
+    assert not lock_exists(fleet), run.output[-3000:]
+    finished = audit_entries(fleet)[before:][-1]
+    assert finished["event"] == "finished" and finished.get("signal") == "SIGTERM", finished
+    # The host in progress was finished: every server is back in rotation.
+    wait_for(lambda: set(fleet.server_states().values()) == {"UP"}, what="all servers UP")
+    tags = {fleet.running_tag(name) for name in fleet.hosts("web")}
+    assert None not in tags
+    # A plain re-run finishes the roll the signal stopped (and the next tests find one
+    # release everywhere).
+    rerun = pyinfra(*deploy_args(target))
+    assert rerun.returncode == 0, rerun.failure_excerpt()
+    assert {fleet.running_tag(name) for name in fleet.hosts("web")} == {target}
 
 
 # -- status -----------------------------------------------------------------------------
@@ -146,7 +222,7 @@ def test_status_shows_each_hosts_tag_health_and_lb_state_then_the_audit(unlocked
         run = pyinfra("inventories/sandbox.py", "deploys/status.py")
     finally:
         fleet.set_server_state("lb1", "web2", "ready")
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.failure_excerpt()
     tag = fleet.running_tag("web1")
     lines = run.output.splitlines()
     for name in fleet.hosts("web"):
@@ -196,7 +272,7 @@ def test_a_requests_log_line_reaches_the_log_host(unlocked_fleet):
     import urllib.request
 
     marker = f"probe-{uuid.uuid4().hex[:12]}"
-    with urllib.request.urlopen(f"http://127.0.0.1:8080/?marker={marker}", timeout=5) as r:
+    with urllib.request.urlopen(f"{lb_urls()[0]}?marker={marker}", timeout=5) as r:
         assert r.status == 200
     wait_for(remote_log_has(fleet, "web*/docker.log", marker), timeout=30, what="the log line")
     _, line = fleet.sh("db1", f"grep -h {marker} {REMOTE_LOGS}/web*/docker.log")
@@ -239,7 +315,7 @@ def test_the_log_port_is_closed_to_the_outside(unlocked_fleet):
 
 def test_data_containers_and_volumes_survive_a_deploy_and_its_cleanup(unlocked_fleet):
     fleet = unlocked_fleet
-    nginx = "registry:5000/deploykit/nginx:1"
+    nginx = group_data("sandbox")["app_nginx_image"]
     setup = (
         "docker volume create deploykit-test-keep >/dev/null && "
         "docker run --rm --entrypoint sh -v deploykit-test-keep:/data "
@@ -254,7 +330,7 @@ def test_data_containers_and_volumes_survive_a_deploy_and_its_cleanup(unlocked_f
     dangling = output.strip().splitlines()[-1]  # the committed image has no tag: dangling
     try:
         run = pyinfra(*deploy_args(other_tag(fleet)))
-        assert run.returncode == 0, run.output[-3000:]
+        assert run.returncode == 0, run.failure_excerpt()
         code, content = fleet.sh(
             "web1",
             f"docker run --rm --entrypoint cat -v deploykit-test-keep:/data {nginx} /data/f",

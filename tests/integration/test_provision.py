@@ -8,11 +8,14 @@ import pytest
 
 from .sandbox_world import copy_sandbox_inventory, pyinfra
 
+# Also on Debian 12 hosts (bootstrap and provision twice): make test's second phase.
+pytestmark = pytest.mark.every_release
+
 
 def test_bootstrap_and_provision_succeed_in_one_run_each(first_runs):
     for name in ("bootstrap", "provision"):
         run = first_runs[name]
-        assert run.returncode == 0, run.output[-4000:]
+        assert run.returncode == 0, run.failure_excerpt()
         assert run.grand_total()["errors"] == 0
         assert run.grand_total()["changed"] > 0
 
@@ -92,7 +95,7 @@ def listeners(fleet):
     """Real listeners: PostgreSQL on db1:5432 (allowed from web/job; provisioned), a
     throwaway one on db1:8999 (not in the matrix), and web1:80 (allowed from lb only):
     the app's nginx when a release runs there, else a throwaway one."""
-    _, output = fleet.sh("db1", "systemctl is-active postgresql@15-main")
+    _, output = fleet.sh("db1", f"systemctl is-active {fleet.postgres_service()}")
     assert output.strip() == "active", "provision must have started PostgreSQL on db1"
     start_probe(fleet, "db1", 8999)
     _, web_listener = fleet.sh("web1", "ss -H -l -t -n 'sport = :80'")
@@ -129,7 +132,7 @@ def test_firewall_survives_a_reboot(fleet, listeners):
     time.sleep(1)
     code, output = fleet.sh("db1", "nft list table inet deploykit_firewall")
     assert code == 0 and "policy drop" in output
-    code, output = fleet.sh("db1", "systemctl is-active postgresql@15-main")
+    code, output = fleet.sh("db1", f"systemctl is-active {fleet.postgres_service()}")
     assert output.strip() == "active", "PostgreSQL must come back after a reboot"
     assert fleet.can_connect("web1", "db1", 5432)
     assert not fleet.can_connect("lb1", "db1", 5432)
@@ -153,3 +156,75 @@ def test_empty_web_group_stops_before_any_change(fleet, tmp_path):
     assert run.returncode != 0
     assert f"{inventory}: no hosts in group 'web'; this deploy needs it" in run.output
     assert "Starting operation" not in run.output
+
+
+def test_only_root_and_the_deploy_user_can_create_the_images_lock(fleet):
+    lock = "/run/deploykit/images.lock"
+    for name in fleet.hosts("web") + fleet.hosts("job"):
+        code, output = fleet.sh(name, "stat -c '%a %U' /run/deploykit")
+        assert (code, output.strip()) == (0, "700 deploy"), name
+        # Another local user cannot create the lock file first and block every pull.
+        code, output = fleet.sh(name, f"su nobody -s /bin/sh -c 'touch {lock}'")
+        assert code != 0 and "Permission denied" in output, (name, output)
+        # A lock file the deploy user created does not stop root's flock (a pull runs
+        # with sudo, a cleanup as deploy).
+        code, output = fleet.sh(
+            name, f"rm -f {lock} && su deploy -c 'flock {lock} true' && flock -w 5 {lock} true"
+        )
+        assert code == 0, (name, output)
+    # /run is empty after a boot: tmpfiles.d makes the folder again, as at boot, and the
+    # lock file in it the deploy user's: a pull (root, umask 027) that came first would
+    # have made it root's 0640, which the deploy user's cleanup could not open.
+    code, output = fleet.sh(
+        "web1",
+        "rm -rf /run/deploykit && systemd-tmpfiles --boot --create /etc/tmpfiles.d/deploykit.conf"
+        f" && stat -c '%a %U' /run/deploykit {lock} && flock -w 5 {lock} true"
+        f" && su deploy -c 'flock -w 5 {lock} echo taken'",
+    )
+    assert (code, output.split()) == (0, ["700", "deploy", "600", "deploy", "taken"]), output
+
+
+def test_a_tls_key_git_would_store_unencrypted_is_refused_while_planning(fleet, tmp_path):
+    # A key inside the repository that no .gitattributes rule puts under git-crypt: a
+    # plain `git add` would publish it. Refused before any host is touched.
+    from sandbox.tls import ensure_self_signed_pem
+
+    from .sandbox_world import REPO_ROOT
+
+    key = REPO_ROOT / "files" / f"test-{time.time_ns()}.pem"
+    ensure_self_signed_pem(key)
+    try:
+        inventory = copy_sandbox_inventory(tmp_path)
+        (tmp_path / "group_data").mkdir()
+        (tmp_path / "group_data" / "sandbox.py").write_text(
+            f"haproxy_tls_certificate = {str(key.relative_to(REPO_ROOT))!r}\n"
+        )
+        _, before = fleet.sh("lb1", "sha1sum /etc/haproxy/certs/site.pem")
+        run = pyinfra(str(inventory), "deploys/provision.py", "--limit", "lb")
+    finally:
+        key.unlink()
+    assert run.returncode != 0
+    assert (
+        f"haproxy_tls_certificate: {key.relative_to(REPO_ROOT)} holds a private key that git "
+        "would store unencrypted" in run.output
+    ), run.output[-3000:]
+    assert "refusing to run, nothing was changed" in run.output
+    assert "Traceback" not in run.output
+    assert fleet.sh("lb1", "sha1sum /etc/haproxy/certs/site.pem")[1] == before
+
+
+def test_a_locked_tls_key_is_refused_while_planning(fleet, tmp_path):
+    from deploykit.secrets import GIT_CRYPT_MAGIC
+
+    locked = tmp_path / "haproxy.pem"
+    locked.write_bytes(GIT_CRYPT_MAGIC + b"\x8f\x01not a key")
+    inventory = copy_sandbox_inventory(tmp_path)
+    (tmp_path / "group_data").mkdir()
+    (tmp_path / "group_data" / "sandbox.py").write_text(
+        f"haproxy_tls_certificate = {str(locked)!r}\n"
+    )
+    run = pyinfra(str(inventory), "deploys/provision.py", "--limit", "lb")
+    assert run.returncode != 0
+    assert f"haproxy_tls_certificate: {locked} is still encrypted by git-crypt" in run.output
+    assert "git-crypt unlock" in run.output
+    assert "Traceback" not in run.output

@@ -3,7 +3,6 @@ deploy user, never printed, and refused before any change when it would be wrong
 
 from __future__ import annotations
 
-import runpy
 import secrets as random
 import subprocess
 
@@ -11,7 +10,7 @@ import pytest
 
 from deploykit.secrets import GIT_CRYPT_MAGIC, load_secrets
 
-from .sandbox_world import PYINFRA, REPO_ROOT, copy_sandbox_inventory, pyinfra
+from .sandbox_world import PYINFRA, REPO_ROOT, copy_sandbox_inventory, group_data, pyinfra
 
 ENV_FILE = "/etc/deploykit/app.env"
 SECRETS_FILE = ".sandbox/secrets.env"
@@ -24,7 +23,7 @@ def env_files(fleet):
     run = pyinfra(
         "inventories/sandbox.py", "deploys/provision.py", "--limit", "web1", "--limit", "job1"
     )
-    assert run.returncode == 0, run.output[-4000:]
+    assert run.returncode == 0, run.failure_excerpt()
     return fleet
 
 
@@ -53,7 +52,7 @@ def world_with(tmp_path, app_env: dict | None = None, secrets_file: str | None =
 
 
 def repository_app_env() -> dict:
-    return dict(runpy.run_path(str(REPO_ROOT / "group_data" / "all.py"))["app_env"])
+    return dict(group_data("all")["app_env"])
 
 
 def assert_refused_before_any_change(fleet, inventory: str, message: str):
@@ -175,3 +174,63 @@ def test_ps_on_a_web_host_shows_no_secret(on_v1, env_files):
     # The app's own processes are in the listing (nested containers' PIDs are visible).
     assert "deploykit-app" in output or "gunicorn" in output, output
     assert [value for value in secret_values() if value in output] == []
+
+
+def test_a_rotation_shown_at_vvv_with_diff_prints_no_secret_old_or_new(env_files, tmp_path):
+    """Every secret rotated at once (the app's, the Redis and PostgreSQL passwords, the
+    HAProxy key), previewed with `--dry --diff -vvv` on every host: neither the old nor
+    the new values, nor the role's SCRAM verifier, nor a line of either private key is
+    printed, by the diff or by the facts pyinfra prints at -vvv (issue 13, 10 and 11)."""
+    from sandbox.tls import ensure_self_signed_pem
+
+    fleet = env_files
+    old = load_secrets(SECRETS_FILE)
+    new = {name: random.token_hex(24) for name in old}
+    rotated = tmp_path / "secrets.env"
+    rotated.write_text("".join(f"{name}={value}\n" for name, value in new.items()))
+    new_pem = ensure_self_signed_pem(tmp_path / "haproxy.pem").read_text()
+    old_pem = (REPO_ROOT / ".sandbox" / "tls" / "haproxy.pem").read_text()
+    inventory = copy_sandbox_inventory(tmp_path)
+    (tmp_path / "group_data").mkdir()
+    (tmp_path / "group_data" / "sandbox.py").write_text(
+        f"app_secrets_file = {str(rotated)!r}\n"
+        f"haproxy_tls_certificate = {str(tmp_path / 'haproxy.pem')!r}\n"
+    )
+    code, verifier = fleet.sh(
+        "db1",
+        'cd / && su postgres -c "psql -tA -c'
+        ' \\"SELECT rolpassword FROM pg_authid WHERE rolname = \'app\'\\""',
+    )
+    assert code == 0 and verifier.strip().startswith("SCRAM-SHA-256$"), verifier
+    states_before = {host: env_file_state(fleet, host) for host in ("web1", "job1")}
+    completed = subprocess.run(
+        [PYINFRA, str(inventory), "deploys/provision.py", "--dry", "--diff", "-vvv"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    output = completed.stdout
+    assert completed.returncode == 0, output[-3000:]
+    # The run did show the changes, and read the facts it prints at -vvv.
+    assert f"[web1] Will modify {ENV_FILE}" in output
+    assert "Will modify /etc/redis/redis.conf" in output
+    assert "Will modify /etc/haproxy/certs/site.pem" in output
+    assert "- requirepass ********(old)" in output
+    assert "+ requirepass ********" in output
+    key_lines = [
+        line
+        for pem in (old_pem, new_pem)
+        for line in pem.split("PRIVATE KEY-----", 1)[1].splitlines()[1:-1]
+        if len(line) > 20
+    ]
+    assert key_lines
+    leaked = {
+        "secret values": [v for v in {*old.values(), *new.values()} if v in output],
+        "SCRAM verifier": [verifier.strip()] if verifier.strip() in output else [],
+        "private key lines": [line for line in key_lines if line in output],
+    }
+    assert leaked == {"secret values": [], "SCRAM verifier": [], "private key lines": []}
+    assert {host: env_file_state(fleet, host) for host in ("web1", "job1")} == states_before

@@ -51,10 +51,14 @@ SERVER_SCRIPT = textwrap.dedent("""
 
     lock = threading.Lock()
     counter = [0]
-    started = time.monotonic()
+    # The switch is timed from the first request, not from the server's start: a
+    # generator that starts late on a busy machine must still see both versions.
+    first_request_at = []
 
     def current_version():
-        if args.next_version and time.monotonic() - started >= args.switch_after:
+        if not first_request_at:
+            first_request_at.append(time.monotonic())
+        if args.next_version and time.monotonic() - first_request_at[0] >= args.switch_after:
             return args.next_version
         return args.version
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from deploykit.components.accessories import accessories_of, spec_hash, spec_problems
-from deploykit.oneoff import parse_command
+from deploykit.config import command_words
 from deploykit.operations.accessories import accessory_container, accessory_removed
 from deploykit.operations.oneoff import oneoff_container, run_and_report
 from tests.unit.fakes import FakeHost, command_texts, run_operation
@@ -175,8 +175,8 @@ def test_spec_hash_changes_with_the_run_line_and_the_env_file():
         (["sh", "-c", "echo $HOME"], ["sh", "-c", "echo $HOME"]),
     ],
 )
-def test_parse_command(value, words):
-    assert parse_command(value, "oneoff_command") == (words, None)
+def test_command_words(value, words):
+    assert command_words(value, "oneoff_command") == (words, None)
 
 
 @pytest.mark.parametrize(
@@ -191,5 +191,5 @@ def test_parse_command(value, words):
         (3, "oneoff_command must be a string or a list of words, got 3"),
     ],
 )
-def test_parse_command_refusals(value, problem):
-    assert parse_command(value, "oneoff_command") == ([], problem)
+def test_command_words_refusals(value, problem):
+    assert command_words(value, "oneoff_command") == ([], problem)

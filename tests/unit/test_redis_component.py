@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from deploykit.components.redis import DEFAULTS, redis_settings
+from deploykit.errors import DeployRefused
 from deploykit.operations.config_file import render_template
-from deploykit.preflight import DeployRefused
 from tests.unit.fakes import FakeHost, fake_context
 
 
@@ -52,3 +52,13 @@ def test_bad_settings_are_refused_while_planning(tmp_path, secrets, data, messag
     with pytest.raises(DeployRefused) as refused:
         settings_for(tmp_path, secrets, **data)
     assert message in str(refused.value)
+
+
+def test_valkey_gets_its_own_paths_in_the_same_settings(tmp_path):
+    config = render_template("redis.conf.j2", **settings_for(tmp_path, redis_server="valkey"))
+    lines = [line for line in config.splitlines() if line and not line.startswith("#")]
+    assert "pidfile /run/valkey/valkey-server.pid" in lines
+    assert "logfile /var/log/valkey/valkey-server.log" in lines
+    assert "dir /var/lib/valkey" in lines
+    assert "requirepass s3cret-value" in lines
+    assert "Mode 0640 root:valkey" in config

@@ -8,16 +8,12 @@ import subprocess
 
 import pytest
 
-from deploykit.facts import manifest_url
-from deploykit.rollout.engine import (
-    CommandResult,
-    HostReport,
-    previous_release,
-    prune_images,
-    record_release,
-    timed,
-)
+from deploykit.commands.images import prune_images, record_release
+from deploykit.commands.shell import timed
+from deploykit.rollout.engine import CommandResult, HostReport
+from deploykit.rollout.plan import previous_release
 from deploykit.rollout.report import summary_table
+from deploykit.rollout.web import WebRoll
 
 APP = "registry:5000/deploykit/app"
 
@@ -223,7 +219,7 @@ def test_summary_table_has_a_row_per_host_and_dashes_for_missing_phases():
     failed = HostReport(
         "web2", None, "v2", {"drain": 0.1, "start": 0.2}, result="failed: health check"
     )
-    assert summary_table([updated, failed]).splitlines() == [
+    assert summary_table([updated, failed], WebRoll.PHASES).splitlines() == [
         "",
         "deploykit: roll summary (seconds)",
         "host         tags                    drain    start   health  readmit  observe  cleanup"
@@ -236,32 +232,4 @@ def test_summary_table_has_a_row_per_host_and_dashes_for_missing_phases():
 
 
 def test_summary_table_of_no_host_is_the_header_only():
-    assert len(summary_table([]).splitlines()) == 3
-
-
-# -- manifest_url -------------------------------------------------------------------------
-
-
-def test_manifest_url_over_http_for_an_insecure_registry():
-    assert manifest_url(APP, "v2", ["registry:5000"]) == (
-        "http://registry:5000/v2/deploykit/app/manifests/v2"
-    )
-
-
-def test_manifest_url_over_https_otherwise():
-    assert manifest_url("ghcr.io/team/app", "1.2.3", ["registry:5000"]) == (
-        "https://ghcr.io/v2/team/app/manifests/1.2.3"
-    )
-    assert manifest_url(APP, "v2", []) == "https://registry:5000/v2/deploykit/app/manifests/v2"
-
-
-def test_manifest_url_accepts_localhost():
-    assert manifest_url("localhost/app", "v2", ["localhost"]) == (
-        "http://localhost/v2/app/manifests/v2"
-    )
-
-
-@pytest.mark.parametrize("image", ["deploykit/app", "app", "registry:5000", ""])
-def test_manifest_url_needs_the_registry_in_app_image(image):
-    with pytest.raises(ValueError, match=f"app_image {image!r} must name its registry"):
-        manifest_url(image, "v2", [])
+    assert len(summary_table([], WebRoll.PHASES).splitlines()) == 3

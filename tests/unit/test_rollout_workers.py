@@ -3,27 +3,20 @@ see), and its command builders by exact string."""
 
 from __future__ import annotations
 
-import re
+from dataclasses import replace
 
 import pytest
 
-from deploykit.commands.docker import (
-    WorkerContainer,
-    list_workers,
-    parse_workers,
-    start_worker,
-    wait_log_line,
-)
-from deploykit.rollout.engine import CommandResult, RolloutFailed
+from deploykit.commands.containers import wait_log_line
+from deploykit.commands.workers import WorkerContainer, list_workers, parse_workers, start_worker
+from deploykit.rollout.engine import RolloutFailed
 from deploykit.rollout.workers import WorkerRoll, WorkerRollSettings
-from tests.unit.fakes import install_stubs, run_with_stubs, waited_ms
+from tests.unit.fake_fleet import FakeFleet
+from tests.unit.fakes import FakeData, install_stubs, run_with_stubs, waited_ms
 
-SETTINGS = WorkerRollSettings(
-    app_image="registry:5000/deploykit/app",
-    tag="v2",
-    network="deploykit-app",
-    env_file="/etc/deploykit/app.env",
-    run_id="20261127",
+# The documented defaults (components/jobs.py).
+SETTINGS = WorkerRollSettings.from_data(
+    FakeData(app_image="registry:5000/deploykit/app"), "v2", run_id="20261127"
 )
 
 
@@ -113,77 +106,12 @@ def test_wait_log_line_gives_up_after_its_timeout(docker_stub):
 # -- the roll's order -------------------------------------------------------------------------
 
 
-class FakeFleet:
-    """Job hosts as lists of (slot, tag, release, state); records each command as an event."""
-
-    def __init__(self, workers: dict[str, list[tuple[int, str, str, str]]], fail=None):
-        self.workers = {host: list(rows) for host, rows in workers.items()}
-        self.fail = fail or {}
-        self.events: list[str] = []
-        self.messages: list[str] = []
-
-    def classify(self, command: str) -> tuple[str, str]:
-        patterns = [
-            (r"^docker ps --all", "list"),
-            (r"^start=.*docker stop --time 60 (\S+) && docker rm", "stop and remove"),
-            (r"^start=.*docker stop --time 60 (\S+);", "stop"),
-            (r"^docker run .*--name (\S+)", "start"),
-            (r"^since=.*inspect -f '\{\{.State.StartedAt\}\}' (\S+)\)", "wait ready"),
-            (r"^docker start (\S+)", "start again"),
-            (r"^start=.*docker rm --force --volumes (\S+);", "remove"),
-            (r"^docker rm --force --volumes (\S+)", "remove"),
-            (r"^mkdir -p .*>> /var/lib/deploykit/releases", "record and prune"),
-        ]
-        for pattern, name in patterns:
-            match = re.search(pattern, command)
-            if match:
-                return name, (match.group(1) if match.groups() else "")
-        raise AssertionError(f"unexpected command: {command}")
-
-    def _set_state(self, host, name, state):
-        rows = self.workers[host]
-        for index, (slot, tag, release, _) in enumerate(rows):
-            if f"worker-{slot}-{release}" == name:
-                rows[index] = (slot, tag, release, state)
-
-    def run(self, host: str, command: str, sudo: bool = False) -> CommandResult:
-        event, name = self.classify(command)
-        self.events.append(f"{host}: {event} {name}".rstrip())
-        code = self.fail.get((host, event, name), self.fail.get((host, event), 0))
-        if event == "list":
-            rows = "".join(f"{s} {t} {r} {st}\n" for s, t, r, st in self.workers.get(host, []))
-            return CommandResult(0, rows, "")
-        if code:
-            return CommandResult(code, "", f"{event} failed")
-        if event == "start":
-            slot = int(re.search(r"io\.deploykit\.slot=(\d+)", command).group(1))
-            release = re.search(r"io\.deploykit\.release=(\S+)", command).group(1)
-            tag = re.search(r"io\.deploykit\.tag=(\S+)", command).group(1)
-            self.workers.setdefault(host, []).append((slot, tag, release, "running"))
-        elif event == "stop":
-            self._set_state(host, name, "exited")
-        elif event == "start again":
-            self._set_state(host, name, "running")
-        elif event in ("remove", "stop and remove"):
-            self.workers[host] = [
-                row for row in self.workers[host] if f"worker-{row[0]}-{row[2]}" != name
-            ]
-        return CommandResult(0, "waited_ms=10" if event == "wait ready" else "", "")
-
-    def parallel(self, calls):
-        return [call() for call in calls]
-
-    def log(self, message: str) -> None:
-        self.messages.append(message)
-
-
 def roll(fleet, hosts, **overrides):
-    settings = WorkerRollSettings(**{**SETTINGS.__dict__, **overrides})
-    return WorkerRoll(fleet, settings, hosts, clock=lambda: 0.0)
+    return WorkerRoll(fleet, replace(SETTINGS, **overrides), hosts, clock=lambda: 0.0)
 
 
 def test_hosts_roll_one_after_the_other_old_worker_stopped_before_the_new_starts():
-    fleet = FakeFleet({h: [(1, "v1", "v1-20260101", "running")] for h in ("job1", "job2")})
+    fleet = FakeFleet(workers={h: [(1, "v1", "v1-20260101", "running")] for h in ("job1", "job2")})
     reports = roll(fleet, ["job1", "job2"]).run()
     per_host = [
         "list",
@@ -199,11 +127,13 @@ def test_hosts_roll_one_after_the_other_old_worker_stopped_before_the_new_starts
         ("job1", "v1", "v2", "updated"),
         ("job2", "v1", "v2", "updated"),
     ]
-    assert fleet.workers["job1"] == [(1, "v2", "v2-20261127", "running")]
+    assert fleet.workers("job1") == [(1, "v2", "v2-20261127", "running")]
 
 
 def test_each_slot_is_replaced_in_turn():
-    fleet = FakeFleet({"job1": [(1, "v1", "v1-1", "running"), (2, "v1", "v1-1", "running")]})
+    fleet = FakeFleet(
+        workers={"job1": [(1, "v1", "v1-1", "running"), (2, "v1", "v1-1", "running")]}
+    )
     roll(fleet, ["job1"], workers_per_host=2).run()
     assert [e for e in fleet.events if "stop" in e or "start" in e] == [
         "job1: stop worker-1-v1-1",
@@ -215,13 +145,13 @@ def test_each_slot_is_replaced_in_turn():
 
 def test_a_new_worker_that_does_not_come_up_is_removed_the_old_one_restarted_and_the_roll_stops():
     fleet = FakeFleet(
-        {h: [(1, "v1", "v1-20260101", "running")] for h in ("job1", "job2")},
-        fail={("job1", "wait ready", "worker-1-v2-20261127"): 4},
+        workers={h: [(1, "v1", "v1-20260101", "running")] for h in ("job1", "job2")},
+        fail={("job1", "wait ready worker-1-v2-20261127"): 4},
     )
     with pytest.raises(RolloutFailed) as failure:
         roll(fleet, ["job1", "job2"]).run()
     assert failure.value.host == "job1"
-    assert "new worker worker-1-v2-20261127 did not come up: exit 4" in failure.value.reason
+    assert "new worker worker-1-v2-20261127 ready check failed: exit 4" in failure.value.reason
     assert fleet.events == [
         "job1: list",
         "job1: stop worker-1-v1-20260101",
@@ -230,14 +160,15 @@ def test_a_new_worker_that_does_not_come_up_is_removed_the_old_one_restarted_and
         "job1: remove worker-1-v2-20261127",
         "job1: start again worker-1-v1-20260101",
         "job1: wait ready worker-1-v1-20260101",
+        "job1: list",  # read back: the old worker really runs again
     ]
-    assert fleet.workers["job1"] == [(1, "v1", "v1-20260101", "running")]
+    assert fleet.workers("job1") == [(1, "v1", "v1-20260101", "running")]
     assert not any(e.startswith("job2") for e in fleet.events)
 
 
 def test_a_host_already_on_the_tag_is_left_running_and_leftovers_are_removed():
     fleet = FakeFleet(
-        {
+        workers={
             "job1": [
                 (1, "v1", "v1-20260101", "exited"),  # left by an interrupted roll
                 (1, "v2", "v2-20261126", "running"),
@@ -253,11 +184,11 @@ def test_a_host_already_on_the_tag_is_left_running_and_leftovers_are_removed():
         "job1: stop and remove worker-2-v2-20261126",
     ]
     assert reports[0].result == "already on tag"
-    assert fleet.workers["job1"] == [(1, "v2", "v2-20261126", "running")]
+    assert fleet.workers("job1") == [(1, "v2", "v2-20261126", "running")]
 
 
 def test_first_deploy_starts_workers_on_an_empty_host():
-    fleet = FakeFleet({"job1": []})
+    fleet = FakeFleet(workers={"job1": []})
     roll(fleet, ["job1"]).run()
     assert fleet.events[:3] == [
         "job1: list",
@@ -267,7 +198,7 @@ def test_first_deploy_starts_workers_on_an_empty_host():
 
 
 def test_interrupt_stops_before_the_next_host():
-    fleet = FakeFleet({h: [(1, "v1", "v1-1", "running")] for h in ("job1", "job2")})
+    fleet = FakeFleet(workers={h: [(1, "v1", "v1-1", "running")] for h in ("job1", "job2")})
     engine = roll(fleet, ["job1", "job2"])
     original = fleet.log
 

@@ -51,3 +51,31 @@ def test_growing_a_group_never_moves_another_groups_ports():
     assert _host_ports("web16", "web") == {"22/tcp": ("127.0.0.1", 2226)}
     assert _host_ports("job1", "job") == {"22/tcp": ("127.0.0.1", 2241)}
     assert _host_ports("db1", "db") == {"22/tcp": ("127.0.0.1", 2251)}
+
+
+def test_hosts_run_debian_13_unless_told_otherwise():
+    topology = Topology.from_environ({})
+    assert topology.release == "trixie" and topology.releases() == ["trixie"]
+    bookworm = Topology.from_environ({"SANDBOX_RELEASE": "bookworm"})
+    assert bookworm.release_of("web1") == "bookworm" and bookworm.releases() == ["bookworm"]
+
+
+def test_a_release_per_host_for_a_fleet_in_the_middle_of_an_upgrade():
+    topology = Topology.from_environ({"SANDBOX_RELEASES": "web1=bookworm, db1=trixie"})
+    assert topology.release_of("web1") == "bookworm"
+    assert topology.release_of("web2") == "trixie"
+    assert topology.releases() == ["trixie", "bookworm"]
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"SANDBOX_RELEASE": "jessie"}, "SANDBOX_RELEASE='jessie' is not a known release"),
+        ({"SANDBOX_RELEASES": "web1"}, "SANDBOX_RELEASES item 'web1' is not HOST=RELEASE"),
+        ({"SANDBOX_RELEASES": "web1=sid"}, "SANDBOX_RELEASES web1='sid' is not a known release"),
+        ({"SANDBOX_RELEASES": "web9=bookworm"}, "names 'web9', which is not in the topology"),
+    ],
+)
+def test_bad_releases_are_refused(environ, message):
+    with pytest.raises(SystemExit, match=message):
+        Topology.from_environ(environ)
