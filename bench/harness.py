@@ -35,6 +35,7 @@ def registry_from_here() -> str:
 
 # pyinfra's own error lines ("Error: ...", "[host] Error", "--> An error occurred"),
 # tracebacks and the kit's refusals.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 ERROR_LINE = re.compile(r"\berror\b|Traceback|refus|[Ff]ailed", re.IGNORECASE)
 
 
@@ -50,6 +51,24 @@ class RunResult:
             raise AssertionError(f"no results table in pyinfra output:\n{self.output[-3000:]}")
         values = [0 if value == "-" else int(value) for value in match.groups()]
         return dict(zip(("operations", "changed", "errors", "unchanged"), values))
+
+    def changed_operations(self) -> list[str]:
+        """Each "[host] operation" that changed something, from the run's log (pyinfra
+        prints "--> Starting operation: NAME", then "[host] Success" where it ran
+        commands and "[host] No changes" where not). An idempotence check prints these
+        when it fails: the results table counts changes but, cut to fit an assertion
+        message, rarely shows which row it was."""
+        changed = []
+        operation = "?"
+        for line in ANSI_ESCAPE.sub("", self.output).splitlines():
+            started = re.search(r"--> Starting (?:[\w ,]+ )?operation: (.*)$", line)
+            if started:
+                operation = started.group(1).strip()
+                continue
+            succeeded = re.match(r"\s*\[([^\]]+)\]\s+Success", line)
+            if succeeded:
+                changed.append(f"[{succeeded.group(1)}] {operation}")
+        return changed
 
     def failure_excerpt(self, limit: int = 6000) -> str:
         """What a failed run said about its failure: every error line with the lines

@@ -82,7 +82,7 @@ def test_redis_requires_its_password(jobs_world):
     fleet = jobs_world
     code, output = fleet.sh(
         "job1",
-        f"bash -c 'exec 3<>/dev/tcp/{fleet.ip('db1')}/6379 && printf \"PING\\r\\n\" >&3 "
+        f'bash -c \'exec 3<>/dev/tcp/{fleet.ip("db1")}/6379 && printf "PING\\r\\n" >&3 '
         "&& timeout 2 head -n 1 <&3'",
     )
     assert output.startswith("-NOAUTH Authentication required"), (code, output)
@@ -113,7 +113,10 @@ def test_redis_persists_to_an_append_only_file_and_snapshots(jobs_world):
 def test_provisioning_again_changes_nothing(jobs_world):
     run = provision(jobs_world.jobs_inventory)
     totals = run.grand_total()
-    assert totals["changed"] == 0 and totals["errors"] == 0, run.output[-4000:]
+    assert totals["changed"] == 0 and totals["errors"] == 0, (
+        run.changed_operations(),
+        run.failure_excerpt(),
+    )
 
 
 # -- the workers' roll ------------------------------------------------------------------------

@@ -215,4 +215,7 @@ def test_a_host_holding_another_credential_logs_in_again_and_shows_no_password(f
         code, output = fleet.sh("web2", f"stat -c '%a %U' {home}/.docker/config.json")
         assert output.strip() == f"600 {user}"
     again = pyinfra("inventories/sandbox.py", "deploys/provision.py", "--limit", "web2")
-    assert again.returncode == 0 and again.grand_total()["changed"] == 0, again.failure_excerpt()
+    assert again.returncode == 0 and again.grand_total()["changed"] == 0, (
+        again.changed_operations(),
+        again.failure_excerpt(),
+    )
