@@ -37,9 +37,9 @@ DEFAULTS = {
     "haproxy_check_inter_ms": 2000,
     "haproxy_check_fastinter_ms": 250,
     "haproxy_check_rise": 2,
-    # A server is DOWN after this many failed checks in a row. A dead host's requests
-    # meanwhile go to another server (haproxy_retry_on), and its first failed connections
-    # switch its checks to the fast interval.
+    # A server is DOWN after this many failed checks in a row (after the first, checks
+    # run at the fast interval). A dead host's requests meanwhile go to another server
+    # (haproxy_retry_on).
     "haproxy_check_fall": 3,
     # How long a check may wait for its answer once connected (ms).
     "haproxy_check_timeout_ms": 2000,
