@@ -40,6 +40,7 @@ MODULE_ORDER = [
     "test_secrets",
     "test_data_tier",
     "test_rolling_deploy",
+    "test_reload_storm",
     "test_registry",
     "test_backend_tls",
     "test_operations",

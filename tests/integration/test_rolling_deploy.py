@@ -9,11 +9,8 @@ import pytest
 from deploykit.commands.haproxy import change_server_state
 
 from .sandbox_world import (
-    BackgroundPyinfra,
     LoadRun,
-    deploy_args,
     lb_urls,
-    other_tag,
     pyinfra,
     wait_for,
 )
@@ -182,27 +179,3 @@ def test_invalid_haproxy_config_is_never_installed(on_v1):
     _, after = fleet.sh("lb1", "sha1sum /etc/haproxy/haproxy.cfg")
     assert before == after
     assert set(fleet.server_states().values()) == {"UP"}
-
-
-def test_a_roll_while_haproxy_reloads_again_and_again_fails_no_request(on_v1):
-    """Provision (or an unattended upgrade) may reload HAProxy in the middle of a roll:
-    every drain, maint and ready of the roll must still hold, with no failed request."""
-    fleet = on_v1
-    target = other_tag(fleet)
-    reloads = 0
-    with LoadRun(lb_urls()) as load:
-        # The canary gate off: it fails closed when a reload resets the counters it reads
-        # (test_faults: a canary whose counters a reload reset goes back), and reloads
-        # without pause leave it no window. What this test proves is that every state
-        # change the roll makes holds past the reloads.
-        roll = BackgroundPyinfra(*deploy_args(target, "--data", "rollout_canary_observe_s=0"))
-        while roll.process.poll() is None:
-            code, output = fleet.sh("lb1", "systemctl reload haproxy")
-            assert code == 0, output
-            reloads += 1
-        run = roll.wait()
-    assert run.returncode == 0, run.failure_excerpt()
-    assert reloads >= 3, run.output[-2000:]
-    load.assert_no_failed_request()
-    assert all(fleet.running_tag(name) == target for name in fleet.hosts("web"))
-    wait_for(lambda: set(fleet.server_states().values()) == {"UP"}, what="all servers UP")
