@@ -313,6 +313,45 @@ def test_a_signal_during_the_release_at_exit_does_not_cut_it_short():
     assert result.stdout.splitlines() == ["released"]
 
 
+PYINFRA_LIKE_RUN = """
+    from gevent import monkey; monkey.patch_all()
+    import atexit, os, signal, sys, threading, gevent
+    from deploykit.rollout.termination import end_like_ctrl_c
+
+    def pyinfra_ctrl_c(signum, frame):  # pyinfra_cli.main's SIGINT handler
+        print("Exiting upon user request!")
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, pyinfra_ctrl_c)
+    atexit.register(lambda: print("lock released"))
+    end_like_ctrl_c(lambda name: print("recorded:", name))
+
+    def transport():
+        # A paramiko transport's green thread is running when the signal arrives:
+        # Python runs the handler here, at its next bytecode.
+        os.kill(os.getpid(), signal.SIG{name})
+        for _ in range(100):
+            gevent.sleep(0.01)
+
+    threading.Thread(target=transport).start()
+    gevent.sleep(20)  # the main greenlet waits, as pyinfra waits for the hosts' greenlets
+    print("the stop was lost")
+    """
+
+
+@pytest.mark.parametrize("name", ["TERM", "HUP", "INT"])
+def test_a_stop_signal_handled_in_a_green_thread_still_ends_the_run(name):
+    """It used to kill only that thread (threading swallows SystemExit): the run hung
+    with the lock held, that host's SSH transport gone."""
+    result = run_python(PYINFRA_LIKE_RUN.replace("{name}", name))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "the stop was lost" not in lines
+    assert lines[-2:] == ["Exiting upon user request!", "lock released"]
+    if name != "INT":
+        assert lines[0] == f"recorded: SIG{name}"
+
+
 # -- 4. never drain the last server UP ----------------------------------------------------------
 
 
