@@ -33,7 +33,7 @@ from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory_from_files
 
 from .commands import lock as lock_commands
-from .commands.containers import running_tags
+from .commands.containers import running_versions
 from .commands.oneoff import console
 from .commands.workers import WORKER_ROLE
 from .config import knob
@@ -137,9 +137,11 @@ def build(argv: list[str], tty: bool) -> ConsolePlan:
 
 
 def running_tag(plan: ConsolePlan) -> str:
-    """The tag the target host runs (its app, else its workers), read over SSH."""
+    """The version (TAG@DIGEST, or TAG unpinned) the target host runs (its app, else
+    its workers), read over SSH: the console runs exactly that image."""
     script = " || ".join(
-        f"{running_tags(role)} 2>/dev/null | tail -n 1 | grep ." for role in ("app", WORKER_ROLE)
+        f"{running_versions(role)} 2>/dev/null | tail -n 1 | grep ."
+        for role in ("app", WORKER_ROLE)
     )
     found = run_quietly(ssh_command(plan.target.data, address(plan.target), script, tty=False))
     tag = found.stdout.strip()

@@ -9,7 +9,8 @@ from pyinfra import state
 from pyinfra.api import FactBase
 
 from .commands.accessories import list_accessories
-from .commands.containers import list_release_containers, running_tags
+from .commands.containers import list_release_containers, running_versions
+from .commands.images import Version
 from .commands.haproxy import parse_show_servers, show_servers
 from .commands.postgres import parse_role_state, psql_query_as_postgres, role_state_query
 from .commands.scheduled_jobs import list_installed, parse_job_status, status_script
@@ -93,7 +94,8 @@ def get_secret_fact(host, fact, **arguments):
 
 
 class ReleaseLog(FactBase):
-    """Tags this host has run, oldest first (written by the rolling deploy)."""
+    """Versions (TAG@DIGEST, or TAG before pinning) this host has run, oldest first
+    (written by the rolling deploy)."""
 
     def command(self, path: str) -> str:
         return f"cat {shlex.quote(path)} 2>/dev/null || true"
@@ -102,21 +104,21 @@ class ReleaseLog(FactBase):
         return [line.strip() for line in output if line.strip()]
 
 
-class RunningAppTag(FactBase):
-    """Tag of the running app container, or None."""
+class RunningAppVersion(FactBase):
+    """Version (tag and digest) of the running app container, or None."""
 
     role = "app"
 
     def command(self) -> str:
-        return f"{running_tags(self.role)} 2>/dev/null || true"
+        return f"{running_versions(self.role)} 2>/dev/null || true"
 
     def process(self, output):
-        tags = [line.strip() for line in output if line.strip()]
-        return tags[-1] if tags else None
+        versions = [line.strip() for line in output if line.strip()]
+        return Version.parse(versions[-1]) if versions else None
 
 
-class RunningWorkerTag(RunningAppTag):
-    """Tag of the running job worker containers (the app image), or None."""
+class RunningWorkerVersion(RunningAppVersion):
+    """Version of the running job worker containers (the app image), or None."""
 
     role = WORKER_ROLE
 
@@ -140,7 +142,8 @@ class HaproxyServers(FactBase):
 
 
 class DeployContainers(FactBase):
-    """Containers the deploys created (by label), as dicts: name, role, tag, status."""
+    """Containers the deploys created (by label), as dicts: name, role, tag, status,
+    digest ("" when unpinned)."""
 
     @staticmethod
     def default():
@@ -153,9 +156,17 @@ class DeployContainers(FactBase):
         containers = []
         for line in output:
             fields = line.split("\t")
-            if len(fields) == 4:
-                name, role, tag, status = fields
-                containers.append({"name": name, "role": role, "tag": tag, "status": status})
+            if len(fields) == 5:
+                name, role, tag, status, digest = fields
+                containers.append(
+                    {
+                        "name": name,
+                        "role": role,
+                        "tag": tag,
+                        "status": status,
+                        "digest": "" if digest == "-" else digest,
+                    }
+                )
         return containers
 
 

@@ -11,7 +11,9 @@ authentication, and the question "does this tag exist, for these credentials?".
 + ``check_manifest`` asks for the manifest with HEAD and answers a 401 the way the
   engine does (the distribution spec's token flow): Basic with the credentials, or a
   Bearer token fetched from the challenge's realm for ``scope=repository:NAME:pull``
-  (anonymously when there are no credentials, as for public images).
+  (anonymously when there are no credentials, as for public images). A manifest that
+  exists comes with its digest (``Docker-Content-Digest``, else the SHA-256 of the
+  manifest itself): what a roll pins every host to.
 
 Standard library only, and runnable as a script (``python3 registry.py manifest ...``):
 the planning-time check runs this very file on a web host, so that it asks with that
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import glob
+import hashlib
 import json
 import os
 import re
@@ -234,12 +237,14 @@ class ManifestAnswer:
     + status: the last HTTP status, or None
     + detail: what it answered, for a person (never a credential)
     + authenticated: whether credentials were sent
+    + digest: the manifest's digest (``sha256:...``) when it is ``present``
     """
 
     outcome: str
     status: int | None
     detail: str
     authenticated: bool = False
+    digest: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -312,23 +317,38 @@ class RegistryClient:
         credentials: Credentials | None = None,
         insecure: bool = False,
     ) -> ManifestAnswer:
-        """Does ``image:reference`` exist, for these credentials?"""
+        """Does ``image:reference`` (a tag or a digest) exist, for these credentials,
+        and what is its digest?"""
         url = image.manifest_url(reference, insecure)
-        accept = {"Accept": MANIFEST_TYPES}
+        headers = {"Accept": MANIFEST_TYPES}
         try:
-            first = self.request("HEAD", url, accept)
-            if first.status != 401:
-                return _answer(first, authenticated=False)
-            challenges = first.challenges()
-            authorization = self._authorization(challenges, image, credentials, insecure)
-            if isinstance(authorization, ManifestAnswer):
-                return authorization
-            headers = {**accept, "Authorization": authorization}
             response = self.request("HEAD", url, headers)
-            if response.status in (401, 403):
-                # HEAD has no body: ask again with GET for the registry's own words.
-                response = self.request("GET", url, headers)
-            return _answer(response, authenticated=credentials is not None)
+            authenticated = False
+            if response.status == 401:
+                challenges = response.challenges()
+                authorization = self._authorization(challenges, image, credentials, insecure)
+                if isinstance(authorization, ManifestAnswer):
+                    return authorization
+                headers = {**headers, "Authorization": authorization}
+                authenticated = credentials is not None
+                response = self.request("HEAD", url, headers)
+                if response.status in (401, 403):
+                    # HEAD has no body: ask again with GET for the registry's own words.
+                    response = self.request("GET", url, headers)
+            answer = _answer(response, authenticated)
+            if answer.outcome == "present" and not answer.digest:
+                # The header is optional in the spec: the digest is the manifest's own
+                # SHA-256, as served for the same Accept header the engine sends.
+                manifest = self.request("GET", url, headers)
+                answer = _answer(manifest, authenticated, body_digest=True)
+            if reference.startswith("sha256:") and answer.digest not in (None, reference):
+                return ManifestAnswer(
+                    "unexpected",
+                    answer.status,
+                    f"asked for {reference}, the registry answered {answer.digest}",
+                    authenticated,
+                )
+            return answer
         except (urllib.error.URLError, OSError, ValueError) as error:
             return ManifestAnswer("unreachable", None, _network_error(error))
 
@@ -377,10 +397,17 @@ class RegistryClient:
         return f"Bearer {token}"
 
 
-def _answer(response: _Response, authenticated: bool) -> ManifestAnswer:
+def _answer(response: _Response, authenticated: bool, body_digest=False) -> ManifestAnswer:
     status = response.status
     if status == 200:
-        return ManifestAnswer("present", status, "HTTP 200", authenticated)
+        digest = (response.headers.get("Docker-Content-Digest") or "").strip() or None
+        if body_digest:
+            digest = "sha256:" + hashlib.sha256(response.body).hexdigest()
+        if digest and not _DIGEST.match(digest):
+            return ManifestAnswer(
+                "unexpected", status, f"HTTP 200 with a digest that is not one: {digest!r}"
+            )
+        return ManifestAnswer("present", status, "HTTP 200", authenticated, digest)
     if status == 404:
         return ManifestAnswer("missing", status, "HTTP 404", authenticated)
     words = _error_words(response.body)

@@ -109,25 +109,44 @@ def read_logins(data) -> tuple[dict[str, RegistryLogin], list[str]]:
 # SFTP; the command that reads them removes the folder.
 
 
-def image_problem(host, image_repository: str, tag: str) -> str | None:
-    """None when ``image_repository:tag`` can be pulled by the hosts, else why not: the
-    registry, what it answered, and the setting to look at."""
+@dataclass(frozen=True)
+class Resolved:
+    """The planning-time answer: the manifest digest the hosts will pull, or why they
+    cannot pull (the registry, what it answered, and the setting to look at)."""
+
+    digest: str | None = None
+    problem: str | None = None
+
+
+def resolve_image(host, image_repository: str, reference: str) -> Resolved:
+    """Ask the registry, from `host`, for ``image_repository`` at `reference` (a tag,
+    or a digest to check it still exists) with the hosts' credentials."""
     try:
         image = parse_reference(image_repository)
     except ValueError as error:
-        return f"app_image: {error}"
+        return Resolved(problem=f"app_image: {error}")
     if image.tag or image.digest:
-        return f"app_image {image_repository!r} must not carry a tag (the roll gives it)"
+        return Resolved(
+            problem=f"app_image {image_repository!r} must not carry a tag (the roll gives it)"
+        )
     logins, problems = read_logins(host.data)
     if problems:
-        return "; ".join(problems)
+        return Resolved(problem="; ".join(problems))
     login = logins.get(image.registry)
     insecure = image.registry in (host.data.get("docker_insecure_registries") or [])
-    answer = ask_from_host(host, image.name, tag, login, insecure)
-    shown = f"{image_repository}:{tag}"
-    url = image.manifest_url(tag, insecure)
+    answer = ask_from_host(host, image.name, reference, login, insecure)
+    if answer.outcome == "present" and answer.digest:
+        return Resolved(digest=answer.digest)
+    return Resolved(problem=_refusal(host, image, image_repository, reference, login, answer))
+
+
+def _refusal(host, image, image_repository, reference, login, answer) -> str:
+    insecure = image.registry in (host.data.get("docker_insecure_registries") or [])
+    separator = "@" if reference.startswith("sha256:") else ":"
+    shown = f"{image_repository}{separator}{reference}"
+    url = image.manifest_url(reference, insecure)
     if answer.outcome == "present":
-        return None
+        return f"the registry answered no digest for {shown} ({url})"
     if answer.outcome == "missing":
         return f"image {shown} does not exist in the registry ({answer.detail} for {url})"
     if answer.outcome == "denied" and login is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from .commands.images import Version
+
 
 def health_of(status: str) -> str:
     """Docker's status text -> healthy / unhealthy / starting / running / exited."""
@@ -12,6 +14,14 @@ def health_of(status: str) -> str:
         if f"({word})" in status:
             return word.replace("health: ", "")
     return "running" if status.startswith("Up") else status.split(" ")[0].lower() or "-"
+
+
+def shown_version(container: dict) -> str:
+    """The container's tag and short digest (`v2@3f1c0a9e2b7d`), the tag alone when it
+    was not pinned."""
+    if not container.get("tag"):
+        return "-"
+    return Version(container["tag"], container.get("digest") or "").short
 
 
 def host_rows(host: str, containers: list[dict], lb_servers: dict[str, dict | None]) -> list[str]:
@@ -27,7 +37,7 @@ def host_rows(host: str, containers: list[dict], lb_servers: dict[str, dict | No
     if not running:
         return [f"  {host:<10} {'-':<8} {'(no app container)':<20} {'; '.join(on_lbs)}".rstrip()]
     return [
-        f"  {host:<10} {c['role']:<8} {c['tag'] or '-':<10} {health_of(c['status']):<9} "
+        f"  {host:<10} {c['role']:<8} {shown_version(c):<26} {health_of(c['status']):<9} "
         f"{'; '.join(on_lbs) if c['role'] == 'app' else ''}".rstrip()
         for c in sorted(running, key=lambda c: c["role"])
     ]

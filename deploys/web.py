@@ -30,7 +30,7 @@ request = web_roll_request()
 # rollout_jobs_after_web: the job hosts in this run follow, once every web host is done.
 jobs = None
 if knob(inventory.get_host(request.hosts[0]).data, "rollout_jobs_after_web"):
-    jobs = worker_roll_request(request.settings.tag, required=False)
+    jobs = worker_roll_request(request.settings.tag, required=False, digest=request.settings.digest)
 
 if host.name in request.hosts:
     app_host(images=[request.settings.image, request.settings.nginx_image])

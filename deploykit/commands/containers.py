@@ -13,6 +13,8 @@ LABEL_PREFIX = "io.deploykit"
 ROLE_LABEL = f"{LABEL_PREFIX}.role"
 TAG_LABEL = f"{LABEL_PREFIX}.tag"
 RELEASE_LABEL = f"{LABEL_PREFIX}.release"
+# The manifest digest the container's image was pulled by (sha256:...), when pinned.
+DIGEST_LABEL = f"{LABEL_PREFIX}.digest"
 # Exit status of a wait whose container stopped running.
 CONTAINER_EXITED = 4
 
@@ -56,9 +58,28 @@ def run_container(
     return " ".join(parts)
 
 
-def release_labels(role: str, tag: str, release: str) -> dict[str, str]:
-    """What the roll reads back from a container: its role, tag and release."""
-    return {ROLE_LABEL: role, TAG_LABEL: tag, RELEASE_LABEL: release}
+def release_labels(role: str, tag: str, release: str, digest: str = "") -> dict[str, str]:
+    """What the roll reads back from a container: its role, tag, release and digest."""
+    labels = {ROLE_LABEL: role, TAG_LABEL: tag, RELEASE_LABEL: release}
+    if digest:
+        labels[DIGEST_LABEL] = digest
+    return labels
+
+
+# A label as a `docker ps --format` field that is never empty ("-" when unset), so
+# that whitespace-split fields keep their places.
+def label_field(label: str) -> str:
+    return f'{{{{or (.Label "{label}") "-"}}}}'
+
+
+def running_versions(role: str = "app") -> str:
+    """Print the version (TAG@DIGEST, or TAG when unpinned) of each running container of
+    `role` on the host (none: nothing)."""
+    template = f'{{{{.Label "{TAG_LABEL}"}}}}@{{{{.Label "{DIGEST_LABEL}"}}}}'
+    return (
+        f"docker ps --filter label={ROLE_LABEL}={role} --format {q(template)} 2>/dev/null"
+        " | sed -e 's/@$//'"
+    )
 
 
 def stop(name: str, timeout_s: int) -> str:
@@ -79,17 +100,12 @@ def start_existing(name: str) -> str:
     return f"docker start {q(name)}"
 
 
-def running_tags(role: str = "app") -> str:
-    """Print the tag of each running container of `role` on the host (none: nothing)."""
-    return f"docker ps --filter label={ROLE_LABEL}={role} --format '{{{{.Label \"{TAG_LABEL}\"}}}}'"
-
-
 def list_release_containers() -> str:
     """Every container the deploys created (by role label): name, role, tag, status,
-    tab-separated."""
+    digest, tab-separated."""
     template = (
         f'{{{{.Names}}}}\t{{{{.Label "{ROLE_LABEL}"}}}}\t{{{{.Label "{TAG_LABEL}"}}}}'
-        "\t{{.Status}}"
+        f"\t{{{{.Status}}}}\t{label_field(DIGEST_LABEL)}"
     )
     return f"docker ps -a --filter label={ROLE_LABEL} --format {q(template)}"
 

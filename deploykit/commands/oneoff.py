@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .containers import LABEL_PREFIX, running_tags
+from .containers import LABEL_PREFIX, running_versions
+from .images import Version
 from .shell import q
 from .workers import WORKER_ROLE
 
@@ -21,22 +22,27 @@ ONEOFF_EXIT_MARKER = "deploykit: one-off exited with status "
 
 @dataclass(frozen=True)
 class RunningTagImage:
-    """The app image at the tag the host runs when the script runs: for a script that
-    starts with `resolve_running_tag`, which sets $tag."""
+    """The app image the host runs when the script runs, by digest when pinned: for a
+    script that starts with `resolve_running_tag`, which sets $reference."""
 
     repository: str
 
     def word(self) -> str:
-        return f'{q(self.repository)}:"$tag"'
+        return f'{q(self.repository)}"$reference"'
 
 
 def resolve_running_tag(missing: str) -> str:
-    """Shell that sets $tag to the tag the host runs (its app container's, else its
-    workers'), or prints `missing` and exits 1 when neither runs."""
+    """Shell that sets $version to the version the host runs (TAG@DIGEST, or TAG when
+    unpinned: its app container's, else its workers'), $tag to its tag and $reference to
+    what follows the repository in its image (@DIGEST, or :TAG); or prints `missing`
+    and exits 1 when neither runs."""
     return (
-        f"tag=$({running_tags()} 2>/dev/null | tail -n 1); "
-        f'[ -n "$tag" ] || tag=$({running_tags(WORKER_ROLE)} 2>/dev/null | tail -n 1); '
-        f'if [ -z "$tag" ]; then echo {q(missing)} >&2; exit 1; fi; '
+        f"version=$({running_versions()} 2>/dev/null | tail -n 1); "
+        f'[ -n "$version" ] || '
+        f"version=$({running_versions(WORKER_ROLE)} 2>/dev/null | tail -n 1); "
+        f'if [ -z "$version" ]; then echo {q(missing)} >&2; exit 1; fi; '
+        "tag=${version%%@*}; "
+        'case $version in *@*) reference="@${version#*@}" ;; *) reference=":$tag" ;; esac; '
     )
 
 
@@ -101,8 +107,9 @@ def console(
     """The remote script of `bin/console`: a container of the tag the host runs (or
     `tag`), attached to the caller's terminal; `exec` so the container gets the signals."""
     if tag:
+        # A tag, or a version TAG@DIGEST (what the host was read to run).
         resolve = ""
-        image = q(f"{image_repository}:{tag}")
+        image = q(Version.parse(tag).image(image_repository))
     else:
         # A web host runs the app; a job host runs workers of the same image.
         resolve = resolve_running_tag(

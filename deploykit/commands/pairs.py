@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .containers import RELEASE_LABEL, ROLE_LABEL, TAG_LABEL, release_labels, run_container
+from .containers import (
+    DIGEST_LABEL,
+    RELEASE_LABEL,
+    ROLE_LABEL,
+    TAG_LABEL,
+    label_field,
+    release_labels,
+    run_container,
+)
+from .images import Version
 from .shell import q
 
 
@@ -14,6 +23,12 @@ class Pair:
 
     release: str
     tag: str
+    # The app image's manifest digest ("" for a release from before pinning).
+    digest: str = ""
+
+    @property
+    def version(self) -> Version:
+        return Version(self.tag, self.digest)
 
     @property
     def app(self) -> str:
@@ -37,7 +52,7 @@ def start_app(
         pair.app,
         image,
         network=network,
-        labels=release_labels("app", pair.tag, pair.release),
+        labels=release_labels("app", pair.tag, pair.release, pair.digest),
         env_file=env_file,
         stop_timeout_s=stop_timeout_s,
         extra_flags=extra_flags,
@@ -71,7 +86,7 @@ def start_nginx(
         pair.nginx,
         image,
         network=network,
-        labels=release_labels("nginx", pair.tag, pair.release),
+        labels=release_labels("nginx", pair.tag, pair.release, pair.digest),
         env={"APP_UPSTREAM": f"{pair.app}:{app_port}"},
         publish=[f"{publish_port}:80", *([f"{tls.port}:443"] if tls else [])],
         volumes=[f"{tls.folder}:{NGINX_TLS_DIR}:ro"] if tls else None,
@@ -109,14 +124,22 @@ def remove_release(release: str, timeout_s: float = 10) -> str:
 
 
 def list_pairs() -> str:
-    """Every container of the kit on the host: role, tag, release, running state."""
+    """Every container of the kit on the host: role, tag, release, running state, digest
+    ("-" when unpinned)."""
     template = (
         f'{{{{.Label "{ROLE_LABEL}"}}}} {{{{.Label "{TAG_LABEL}"}}}} '
-        f'{{{{.Label "{RELEASE_LABEL}"}}}} {{{{.State}}}}'
+        f'{{{{.Label "{RELEASE_LABEL}"}}}} {{{{.State}}}} {label_field(DIGEST_LABEL)}'
     )
     return f"docker ps --all --filter label={ROLE_LABEL} --format {q(template)}"
 
 
-def parse_pairs(output: str) -> list[tuple[str, str, str, str]]:
-    """(role, tag, release, state) per container, in the order docker listed them."""
-    return [tuple(line.split()[:4]) for line in output.splitlines() if len(line.split()) >= 4]
+def parse_pairs(output: str) -> list[tuple[str, str, str, str, str]]:
+    """(role, tag, release, state, digest) per container, in the order docker listed
+    them; digest is "" for an unpinned release."""
+    pairs = []
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            digest = fields[4] if len(fields) >= 5 and fields[4] != "-" else ""
+            pairs.append((*fields[:4], digest))
+    return pairs

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .containers import (
+    DIGEST_LABEL,
     LABEL_PREFIX,
     RELEASE_LABEL,
     ROLE_LABEL,
     TAG_LABEL,
+    label_field,
     release_labels,
     run_container,
 )
+from .images import Version
 from .shell import q
 
 SLOT_LABEL = f"{LABEL_PREFIX}.slot"
@@ -25,6 +28,12 @@ class WorkerContainer:
     slot: int
     release: str
     tag: str
+    # The app image's manifest digest ("" for a release from before pinning).
+    digest: str = ""
+
+    @property
+    def version(self) -> Version:
+        return Version(self.tag, self.digest)
 
     @property
     def name(self) -> str:
@@ -51,7 +60,7 @@ def start_worker(
         image,
         network=network,
         labels={
-            **release_labels(WORKER_ROLE, worker.tag, worker.release),
+            **release_labels(WORKER_ROLE, worker.tag, worker.release, worker.digest),
             SLOT_LABEL: str(worker.slot),
         },
         env_file=env_file,
@@ -64,10 +73,10 @@ def start_worker(
 
 
 def list_workers() -> str:
-    """Every job worker container on the host: slot, tag, release, running state."""
+    """Every job worker container on the host: slot, tag, release, running state, digest."""
     template = (
         f'{{{{.Label "{SLOT_LABEL}"}}}} {{{{.Label "{TAG_LABEL}"}}}} '
-        f'{{{{.Label "{RELEASE_LABEL}"}}}} {{{{.State}}}}'
+        f'{{{{.Label "{RELEASE_LABEL}"}}}} {{{{.State}}}} {label_field(DIGEST_LABEL)}'
     )
     return f"docker ps --all --filter label={ROLE_LABEL}={WORKER_ROLE} --format {q(template)}"
 
@@ -78,5 +87,7 @@ def parse_workers(output: str) -> list[tuple[WorkerContainer, str]]:
     for line in output.splitlines():
         fields = line.split()
         if len(fields) >= 4 and fields[0].isdigit():
-            workers.append((WorkerContainer(int(fields[0]), fields[2], fields[1]), fields[3]))
+            digest = fields[4] if len(fields) >= 5 and fields[4] != "-" else ""
+            worker = WorkerContainer(int(fields[0]), fields[2], fields[1], digest)
+            workers.append((worker, fields[3]))
     return workers

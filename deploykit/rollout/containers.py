@@ -31,8 +31,8 @@ class HostContainers:
     @classmethod
     def parse(cls, output: str) -> "HostContainers":
         by_release: dict[str, Release] = {}
-        for role, tag, release, state in parse_pairs(output):
-            entry = by_release.setdefault(release, Release(Pair(release=release, tag=tag)))
+        for role, tag, release, state, digest in parse_pairs(output):
+            entry = by_release.setdefault(release, Release(Pair(release, tag, digest)))
             if role in ("app", "nginx"):
                 setattr(entry, role, state)
         ordered = sorted(by_release.values(), key=lambda r: r.pair.release.rsplit("-", 1)[-1])

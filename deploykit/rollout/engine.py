@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Protocol, TypeVar
 
-from ..commands.images import IMAGES_LOCK_WAIT_S, record_and_prune
+from ..commands.images import IMAGES_LOCK_WAIT_S, Version, record_and_prune
 from ..config import knob
 from .plan import plan_batches
 
@@ -93,6 +93,10 @@ class RollSettings:
     rollback_on_failure: bool
     keep_releases: int
     release_log: str
+    # The manifest digest the tag pointed to when the roll was planned (sha256:...):
+    # every host runs exactly it, whatever the tag points to later. "" only where no
+    # registry was asked (unit tests).
+    digest: str = ""
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
 
     @staticmethod
@@ -111,8 +115,13 @@ class RollSettings:
         )
 
     @property
+    def version(self) -> Version:
+        return Version(self.tag, self.digest)
+
+    @property
     def image(self) -> str:
-        return f"{self.app_image}:{self.tag}"
+        """What the hosts pull and run: repository@digest (repository:tag unpinned)."""
+        return self.version.image(self.app_image)
 
     @property
     def release(self) -> str:
@@ -123,8 +132,9 @@ class RollSettings:
 @dataclass
 class HostReport:
     host: str
-    old_tag: str | None
-    new_tag: str
+    # What the host ran before the roll (None: nothing) and what it was rolled to.
+    old_version: Version | None
+    new_version: Version
     phases: dict[str, float] = field(default_factory=dict)
     waited_s: float = 0.0
     result: str = "pending"
@@ -208,7 +218,7 @@ class Roll:
             if self.stop_requested or self.stop_now:
                 raise RolloutFailed(
                     batch[0],
-                    f"interrupted before this host; hosts done (on {self.settings.tag}): "
+                    f"interrupted before this host; hosts done (on {self.settings.version.short}): "
                     f"{', '.join(self.done()) or 'none'}",
                     self.reports,
                     touched=False,
@@ -247,17 +257,17 @@ class Roll:
         return host, None
 
     def roll_host(self, host: str) -> HostReport:
-        """Read what the host runs; replace what is not on the tag, each replacement
+        """Read what the host runs; replace what is not on the version, each replacement
         checked and restored on failure; retire the old release and record the new."""
         before = self.inspect(host)
-        report = HostReport(host, self.old_tag(before), self.settings.tag)
+        report = HostReport(host, self.old_version(before), self.settings.version)
         self.reports.append(report)
         replacements = self.replacements(host, before)
         if not replacements:
-            # Already on the tag (a re-run after an interruption, or a host done by an
+            # Already on the version (a re-run after an interruption, or a host done by an
             # earlier roll): only what an interrupted roll left is put right.
             self.settle(host, before, report)
-            report.result = "already on tag"
+            report.result = "already on this release"
         else:
             for replacement in replacements:
                 self._replace(host, replacement, report)
@@ -268,7 +278,8 @@ class Roll:
                 self.run_command(host, self._record_and_prune(), waits_s=IMAGES_LOCK_WAIT_S)
             report.result = "updated"
         self.fleet.log(
-            f"{host}: {report.old_tag or '(none)'} -> {self.settings.tag}: {report.result} in "
+            f"{host}: {report.old_version.short if report.old_version else '(none)'} -> "
+            f"{report.new_version.short}: {report.result} in "
             f"{report.total_s:.1f}s ({_format_phases(report.phases)}; "
             f"overhead {report.overhead_s:.2f}s)"
         )
@@ -312,7 +323,7 @@ class Roll:
     def _record_and_prune(self) -> str:
         settings = self.settings
         return record_and_prune(
-            settings.release_log, settings.tag, settings.app_image, settings.keep_releases
+            settings.release_log, settings.version, settings.app_image, settings.keep_releases
         )
 
     def _after_failure(self) -> None:
@@ -322,17 +333,24 @@ class Roll:
         if not self.settings.rollback_on_failure:
             hint = f" (set {self.ROLLBACK_KNOB} = True to roll them back too)"
             self.fleet.log(
-                f"hosts already updated STAY on {self.settings.tag}: "
+                f"hosts already updated STAY on {self.settings.version.short}: "
                 f"{', '.join(r.host for r in done)}{hint if self.ROLLBACK_KNOB else ''}"
             )
             return
         for report in done:
-            if report.old_tag is None:
+            old = report.old_version
+            if old is None:
                 continue
-            self.fleet.log(f"{report.host}: rolling back to {report.old_tag}")
+            self.fleet.log(f"{report.host}: rolling back to {old.short}")
             back = type(self)(
                 self.fleet,
-                replace(self.settings, tag=report.old_tag, run_id=self.settings.run_id + "rb"),
+                # The exact digest it ran, not whatever its tag points to now.
+                replace(
+                    self.settings,
+                    tag=old.tag,
+                    digest=old.digest,
+                    run_id=self.settings.run_id + "rb",
+                ),
                 [report.host],
                 self.lb_hosts,
                 self.clock,
@@ -342,10 +360,10 @@ class Roll:
             except Exception as failure:  # noqa: BLE001 (said; the other hosts go on)
                 # It stays on the new release, serving; say so and go on with the others.
                 failure = describe(failure)
-                self.fleet.log(f"{report.host}: rollback to {report.old_tag} failed: {failure}")
+                self.fleet.log(f"{report.host}: rollback to {old.short} failed: {failure}")
                 report.result = f"updated; rollback failed: {failure}"
             else:
-                report.result = f"rolled back to {report.old_tag}"
+                report.result = f"rolled back to {old.short}"
             self.reports.extend(back.reports)
 
     # -- what a role supplies -----------------------------------------------------------
@@ -354,11 +372,13 @@ class Roll:
         """What the host runs now (raise StepFailed when it cannot be read)."""
         raise NotImplementedError
 
-    def old_tag(self, before) -> str | None:
+    def old_version(self, before) -> Version | None:
+        """What the host runs now (None: nothing of this role)."""
         raise NotImplementedError
 
     def replacements(self, host: str, before) -> list:
-        """What must be replaced to be on the tag; empty when the host already is."""
+        """What must be replaced to be on the version (the tag AND its digest): a tag
+        pushed again is a new release. Empty when the host already is on it."""
         raise NotImplementedError
 
     def replace_steps(self, host: str, replacement, report: HostReport):
@@ -375,7 +395,7 @@ class Roll:
         raise NotImplementedError
 
     def settle(self, host: str, before, report: HostReport) -> None:
-        """A host already on the tag: put right what an interrupted roll left."""
+        """A host already on the version: put right what an interrupted roll left."""
         raise NotImplementedError
 
     def retire(self, host: str, before, report: HostReport) -> None:

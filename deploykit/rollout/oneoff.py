@@ -15,7 +15,8 @@ from pyinfra import host, inventory, state
 
 from ..config import command_words, knob
 from ..errors import refuse
-from ..facts import RunningAppTag, RunningWorkerTag
+from ..commands.images import Version
+from ..facts import RunningAppVersion, RunningWorkerVersion
 from ..operations.oneoff import oneoff_container
 from ..preflight import hosts_in_run, once_per_run
 from .lock import take_deploy_lock
@@ -70,25 +71,27 @@ def _plan_oneoff(command) -> OneoffRequest:
     if not data.get("app_image"):
         errors.append("app_image is not set (group_data)")
     tag = data.get("image_tag") or None
+    version = None
     if tag:
         try:
-            tag = check_tag(tag)
+            version = Version(check_tag(tag))
         except PlanError as error:
             errors.append(str(error))
     elif not errors:
-        # A web host runs the app, a job host workers of the same image.
-        tag = target.get_fact(RunningAppTag) or target.get_fact(RunningWorkerTag)
-        if tag is None:
+        # A web host runs the app, a job host workers of the same image: exactly the
+        # digest they run, not whatever their tag points to now.
+        version = target.get_fact(RunningAppVersion) or target.get_fact(RunningWorkerVersion)
+        if version is None:
             errors.append(
                 f"{target_name} runs no app or worker container, so there is no tag to run: "
                 "give one with --data image_tag=TAG"
             )
     if errors:
         refuse(errors)
-    take_deploy_lock("oneoff", tag, [target_name], command=words)
+    take_deploy_lock("oneoff", version.short, [target_name], command=words)
     return OneoffRequest(
         host=target_name,
-        image=f"{data.app_image}:{tag}",
+        image=version.image(data.app_image),
         command=words,
         network=knob(data, "app_network"),
         env_file=knob(data, "app_env_file"),

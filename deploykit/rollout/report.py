@@ -8,16 +8,17 @@ from pathlib import Path
 
 
 def summary_table(reports, phases: tuple[str, ...]) -> str:
-    header = f"{'host':<12} {'tags':<20} " + " ".join(f"{p:>8}" for p in phases)
+    header = f"{'host':<12} {'versions':<34} " + " ".join(f"{p:>8}" for p in phases)
     header += f" {'total':>7} {'overhead':>9}  result"
     lines = ["", "deploykit: roll summary (seconds)", header]
     for report in reports:
-        tags = f"{report.old_tag or '-'} -> {report.new_tag}"
+        old = report.old_version.short if report.old_version else "-"
+        tags = f"{old} -> {report.new_version.short}"
         seconds = " ".join(
             f"{report.phases[p]:>8.2f}" if p in report.phases else f"{'-':>8}" for p in phases
         )
         lines.append(
-            f"{report.host:<12} {tags:<20} {seconds} {report.total_s:>7.2f} "
+            f"{report.host:<12} {tags:<34} {seconds} {report.total_s:>7.2f} "
             f"{report.overhead_s:>9.2f}  {report.result}"
         )
     return "\n".join(lines)
@@ -38,8 +39,8 @@ def write_report(request, reports, seconds: float, failure: str | None) -> None:
         "hosts": [
             {
                 "host": r.host,
-                "old_tag": r.old_tag,
-                "new_tag": r.new_tag,
+                "old_version": str(r.old_version) if r.old_version else None,
+                "new_version": str(r.new_version),
                 "result": r.result,
                 "stranded": r.stranded,
                 "phases": {k: round(v, 3) for k, v in r.phases.items()},

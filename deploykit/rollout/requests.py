@@ -5,15 +5,16 @@ web roll (deploys/web.py), the rollback (deploys/rollback.py) and the workers' r
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyinfra import inventory
 
+from ..commands.images import Version
 from ..config import command_words, knob
 from ..errors import refuse
-from ..facts import HaproxyServers, ReleaseLog, RunningAppTag
+from ..facts import HaproxyServers, ReleaseLog, RunningAppVersion
 from ..preflight import hosts_in_run, once_per_run
-from ..registry_access import image_problem
+from ..registry_access import resolve_image
 from .engine import Roll, RollSettings
 from .lock import take_deploy_lock
 from .plan import PlanError, check_tag, plan_batches, previous_release
@@ -54,11 +55,18 @@ def web_roll_request(tag: str | None = None) -> RollRequest:
 
 
 def rollback_request() -> RollRequest:
-    """A roll back to the release before the current one, by the first web host's log."""
-    return once_per_run("rollout", lambda: _plan_web_roll(_previous_tag(), action="rollback"))
+    """A roll back to the release before the current one, by the first web host's log:
+    to its exact digest, whatever its tag points to now."""
+
+    def plan() -> RollRequest:
+        previous = _previous_version()
+        return _plan_web_roll(previous.tag, action="rollback", digest=previous.digest)
+
+    return once_per_run("rollout", plan)
 
 
-def _plan_web_roll(tag: str | None, action: str) -> RollRequest:
+def _plan_web_roll(tag: str | None, action: str, digest: str = "") -> RollRequest:
+    """`digest`: roll to exactly this digest (a rollback); else the tag's digest now."""
     web_hosts = hosts_in_run("web")
     if not web_hosts:
         refuse(["--limit leaves no web host to roll"])
@@ -82,9 +90,9 @@ def _plan_web_roll(tag: str | None, action: str) -> RollRequest:
 
     settings = WebRollSettings.from_data(data, tag)
     check_load_balancers(settings, [h.name for h in web_hosts])
-    check_registry(first, settings)
+    settings = pinned(first, settings, digest)
     # Last of the checks: a refused run must not leave a lock behind it.
-    take_deploy_lock(action, tag, [h.name for h in web_hosts])
+    take_deploy_lock(action, settings.version.short, [h.name for h in web_hosts])
     return RollRequest(
         WebRoll,
         settings,
@@ -95,17 +103,17 @@ def _plan_web_roll(tag: str | None, action: str) -> RollRequest:
     )
 
 
-def _previous_tag() -> str:
+def _previous_version() -> Version:
     web_hosts = hosts_in_run("web")
     if not web_hosts:
         refuse(["--limit leaves no web host to roll back"])
     first = web_hosts[0]
-    current = first.get_fact(RunningAppTag)
+    current = first.get_fact(RunningAppVersion)
     log = first.get_fact(ReleaseLog, path=knob(first.data, "app_release_log"))
-    previous = previous_release("\n".join(log), current)
+    previous = previous_release("\n".join(log), str(current) if current else None)
     if previous is None:
         refuse([f"{first.name} has no earlier release to roll back to (release log: {log})"])
-    return previous
+    return Version.parse(previous)
 
 
 def describe_web_plan(request: RollRequest) -> str:
@@ -113,17 +121,22 @@ def describe_web_plan(request: RollRequest) -> str:
     settings: WebRollSettings = request.settings
     batches = plan_batches(request.hosts, settings.batch_size)
     lbs = ", ".join(request.lb_hosts)
-    lines = [f"deploykit: plan: roll {settings.image} ({len(batches)} batches)"]
+    lines = [
+        f"deploykit: plan: roll {settings.app_image}:{settings.tag} "
+        f"({len(batches)} batches), pinned to {settings.digest or '(no digest)'}"
+    ]
     if request.release_command:
         lines.append(
             f"  release command: {shlex.join(request.release_command)} on "
-            f"{request.hosts[0]} with {settings.tag}, once, before any host is drained"
+            f"{request.hosts[0]} with {settings.version.short}, once, before any host is drained"
         )
     for number, batch in enumerate(batches, start=1):
         label = "canary" if number == 1 else f"batch {number}"
         for name in batch:
-            current = inventory.get_host(name).get_fact(RunningAppTag) or "(none)"
-            lines.append(f"  {label:<9} {name:<16} {current} -> {settings.tag}")
+            current = inventory.get_host(name).get_fact(RunningAppVersion)
+            shown = current.short if current else "(none)"
+            same = " (no change)" if current == settings.version else ""
+            lines.append(f"  {label:<9} {name:<16} {shown} -> {settings.version.short}{same}")
     lines.append(
         f"  per host: drain on {lbs} (until 0 sessions, at most "
         f"{settings.drain_timeout_s:g}s), maint; start app + nginx, health check; "
@@ -186,24 +199,31 @@ def check_load_balancers(settings: WebRollSettings, web_hosts: list[str]) -> Non
         refuse(errors)
 
 
-def check_registry(first_web_host, settings: RollSettings) -> None:
-    """The tag must exist where the hosts pull from, for their credentials: asked from
-    the first web host (deploykit/registry_access.py says why from there)."""
-    problem = image_problem(first_web_host, settings.app_image, settings.tag)
-    if problem:
-        refuse([problem])
+def pinned(first_host, settings: RollSettings, digest: str = "") -> RollSettings:
+    """The settings pinned to the digest every host will pull and run: the tag's digest
+    now, as the registry answers the hosts' credentials, asked ONCE (from the first
+    host: deploykit/registry_access.py says why from there), so that all hosts get the
+    same bits even if the tag moves during the roll. A given `digest` (a rollback's
+    exact release) is only checked to still exist."""
+    answer = resolve_image(first_host, settings.app_image, digest or settings.tag)
+    if answer.problem:
+        refuse([answer.problem])
+    return replace(settings, digest=answer.digest)
 
 
 # -- the workers' roll -----------------------------------------------------------------
 
 
-def worker_roll_request(tag: str | None = None, required: bool = True) -> RollRequest | None:
-    """The workers' roll to `tag` (default: --data image_tag), checked once per run.
+def worker_roll_request(
+    tag: str | None = None, required: bool = True, digest: str = ""
+) -> RollRequest | None:
+    """The workers' roll to `tag` (default: --data image_tag), checked once per run;
+    `digest`: to exactly that digest (the web roll's, when the workers follow it).
     None when no job host is in the run and `required` is False."""
-    return once_per_run("workers", lambda: _plan_worker_roll(tag, required))
+    return once_per_run("workers", lambda: _plan_worker_roll(tag, required, digest))
 
 
-def _plan_worker_roll(tag: str | None, required: bool) -> RollRequest | None:
+def _plan_worker_roll(tag: str | None, required: bool, digest: str) -> RollRequest | None:
     job_hosts = hosts_in_run("job")
     if not job_hosts:
         if required:
@@ -221,10 +241,9 @@ def _plan_worker_roll(tag: str | None, required: bool) -> RollRequest | None:
         errors.append(f"jobs_command must be a non-empty list of strings, got {command!r}")
     if errors:
         refuse(errors)
-    settings = WorkerRollSettings.from_data(data, tag)
-    check_registry(first, settings)
+    settings = pinned(first, WorkerRollSettings.from_data(data, tag), digest)
     # Already held when deploys/web.py rolls the workers after the web hosts.
-    take_deploy_lock("jobs", tag, [h.name for h in job_hosts])
+    take_deploy_lock("jobs", settings.version.short, [h.name for h in job_hosts])
     return RollRequest(WorkerRoll, settings, [h.name for h in job_hosts])
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..commands import haproxy as haproxy_commands
 from ..commands.containers import remove, start_existing, stop, wait_http_ok
+from ..commands.images import Version
 from ..commands.pairs import NginxTls, Pair, list_pairs, remove_release, start_app, start_nginx
 from ..commands.shell import TIMED_OUT, timed
 from ..config import knob
@@ -109,15 +110,16 @@ class WebRoll(Roll):
             raise StepFailed(f"cannot list containers: {result.reason()}")
         return HostContainers.parse(result.stdout)
 
-    def old_tag(self, before: HostContainers) -> str | None:
+    def old_version(self, before: HostContainers) -> Version | None:
         current = before.current()
-        return current.pair.tag if current else None
+        return current.pair.version if current else None
 
     def replacements(self, host: str, before: HostContainers) -> list[PairSwap]:
+        settings = self.settings
         current = before.current()
-        if current and current.pair.tag == self.settings.tag and current.serving:
+        if current and current.pair.version == settings.version and current.serving:
             return []
-        new = Pair(release=self.settings.release, tag=self.settings.tag)
+        new = Pair(release=settings.release, tag=settings.tag, digest=settings.digest)
         return [PairSwap(current.pair if current else None, new)]
 
     def replace_steps(self, host: str, swap: PairSwap, report: HostReport):
@@ -138,7 +140,8 @@ class WebRoll(Roll):
             self.drain_everywhere(host, report, restoring=True)
         if swap.started:
             old = swap.old
-            self.fleet.log(f"{host}: new pair failed; returning to {old.tag if old else 'nothing'}")
+            back_to = old.version.short if old else "nothing"
+            self.fleet.log(f"{host}: new pair failed; returning to {back_to}")
             steps = [("remove the new pair", remove_release(swap.new.release))]
             if old is not None:
                 steps += [

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..commands.containers import remove, start_existing, stop, wait_log_line
+from ..commands.images import Version
 from ..commands.shell import timed
 from ..commands.workers import WorkerContainer, list_workers, parse_workers, start_worker
 from ..config import knob
@@ -76,8 +77,11 @@ class WorkerRoll(Roll):
             parse_workers(result.stdout), key=lambda item: item[0].release.rsplit("-", 1)[-1]
         )
 
-    def old_tag(self, before) -> str | None:
-        return ",".join(sorted({w.tag for w in self._running(before).values()})) or None
+    def old_version(self, before) -> Version | None:
+        """The version of the lowest slot's running worker (the others' are replaced
+        alike when they differ from the roll's)."""
+        running = self._running(before)
+        return running[min(running)].version if running else None
 
     def replacements(self, host: str, before) -> list[WorkerSwap]:
         settings = self.settings
@@ -85,8 +89,9 @@ class WorkerRoll(Roll):
         swaps = []
         for slot in range(1, settings.workers_per_host + 1):
             old = running.get(slot)
-            if old is None or old.tag != settings.tag:
-                swaps.append(WorkerSwap(old, WorkerContainer(slot, settings.release, settings.tag)))
+            if old is None or old.version != settings.version:
+                new = WorkerContainer(slot, settings.release, settings.tag, settings.digest)
+                swaps.append(WorkerSwap(old, new))
         return swaps
 
     def replace_steps(self, host: str, swap: WorkerSwap, report: HostReport):
@@ -132,7 +137,8 @@ class WorkerRoll(Roll):
         gracefully first."""
         settings = self.settings
         for worker, state in self.inspect(host):
-            if worker.tag == settings.tag and worker.slot <= settings.workers_per_host:
+            current = worker.version == settings.version
+            if current and worker.slot <= settings.workers_per_host:
                 if state == "running":
                     continue
             command = remove(worker.name)

@@ -41,6 +41,7 @@ MODULE_ORDER = [
     "test_data_tier",
     "test_rolling_deploy",
     "test_reload_storm",
+    "test_moving_tags",
     "test_registry",
     "test_backend_tls",
     "test_operations",

@@ -136,6 +136,17 @@ class World:
         assert code == 0 and len(tags) <= 1, (name, output)
         return tags[0] if tags else None
 
+    def running_versions(self, name: str, role: str = "app") -> set[tuple[str, str]]:
+        """(tag label, image ID) of each running container of `role` on the host."""
+        code, output = self.sh(
+            name,
+            f"docker ps --filter label=io.deploykit.role={role} --format '{{{{.ID}}}}'"
+            " | xargs --no-run-if-empty docker inspect --format"
+            " '{{index .Config.Labels \"io.deploykit.digest\"}} {{.Image}}'",
+        )
+        assert code == 0, (name, output)
+        return {tuple(line.split()) for line in output.splitlines() if line.strip()}
+
     def set_server_state(self, lb: str, server: str, state: str) -> None:
         """Drive HAProxy's runtime API on `lb` directly, as an operator would, until the
         worker that serves holds the state: a plain `set server` right after a reload can
@@ -311,6 +322,44 @@ def lock_exists(fleet: World) -> bool:
 def deploy_args(tag: str, *extra: str) -> list[str]:
     """The arguments of a roll of the sandbox's web hosts to `tag`."""
     return ["inventories/sandbox.py", "deploys/web.py", "--data", f"image_tag={tag}", *extra]
+
+
+def pushed_digest(tag: str) -> str:
+    """The manifest digest of app:TAG as this machine pushed it to the sandbox registry."""
+    repository = f"{registry_from_here()}/deploykit/app"
+    found = subprocess.run(
+        [
+            "docker",
+            "image",
+            "inspect",
+            f"{repository}:{tag}",
+            "--format",
+            "{{range .RepoDigests}}{{println .}}{{end}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    digests = [line.split("@", 1)[1] for line in found if line.startswith(repository + "@")]
+    assert len(digests) == 1, (tag, found)
+    return digests[0]
+
+
+def local_image_id(tag: str) -> str:
+    """The image ID of app:TAG on this machine (the same on every host that pulled it)."""
+    return subprocess.run(
+        [
+            "docker",
+            "image",
+            "inspect",
+            f"{registry_from_here()}/deploykit/app:{tag}",
+            "--format",
+            "{{.Id}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def other_tag(fleet: World) -> str:

@@ -7,10 +7,12 @@ import time
 import pytest
 
 from deploykit.commands.haproxy import change_server_state
+from deploykit.commands.images import Version, digest_tag
 
 from .sandbox_world import (
     LoadRun,
     lb_urls,
+    pushed_digest,
     pyinfra,
     wait_for,
 )
@@ -35,9 +37,10 @@ def test_roll_v1_to_v2_under_load_fails_no_request(on_v1):
     assert load.last_version == "v2"
     assert all(fleet.running_tag(name) == "v2" for name in fleet.hosts("web"))
     assert set(fleet.server_states().values()) == {"UP"}
-    # The summary table names each host, its tags and its result.
+    # The summary table names each host, its versions (tag and short digest) and its result.
+    v1, v2 = (Version(tag, pushed_digest(tag)).short for tag in ("v1", "v2"))
     for name in fleet.hosts("web"):
-        assert f"{name:<12} v1 -> v2" in run.output
+        assert f"{name:<12} {v1} -> {v2}" in run.output
 
 
 def test_roll_to_broken_stops_at_the_canary_and_keeps_serving(on_v1):
@@ -64,13 +67,14 @@ def test_rollback_returns_every_host_to_v1(on_v1):
     load.assert_no_failed_request()
     assert load.last_version == "v1"
     assert all(fleet.running_tag(name) == "v1" for name in fleet.hosts("web"))
-    # Only released tags keep their images (for the next rollback): the broken image,
-    # pulled everywhere before the failed roll, is gone.
+    # Only released images stay (for the next rollback), each by its digest's tag: the
+    # broken image, pulled everywhere before the failed roll, is gone.
+    released = sorted(digest_tag(pushed_digest(tag)) for tag in ("v1", "v2"))
     for name in fleet.hosts("web"):
         _, images = fleet.sh(
             name, "docker image ls --format '{{.Tag}}' registry:5000/deploykit/app"
         )
-        assert sorted(images.split()) == ["v1", "v2"], (name, images)
+        assert sorted(images.split()) == released, (name, images)
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(on_v1):
@@ -78,9 +82,13 @@ def test_dry_run_prints_the_plan_and_changes_nothing(on_v1):
     _, containers_before = fleet.sh("web1", "docker ps -a --format '{{.Names}}' | sort")
     run = deploy("v2", "--dry")
     assert run.returncode == 0, run.failure_excerpt()
-    assert "deploykit: plan: roll registry:5000/deploykit/app:v2 (3 batches)" in run.output
+    v2_digest = pushed_digest("v2")
+    assert (
+        f"deploykit: plan: roll registry:5000/deploykit/app:v2 (3 batches), pinned to {v2_digest}"
+    ) in run.output
+    v1, v2 = Version("v1", pushed_digest("v1")).short, Version("v2", v2_digest).short
     for label, name in (("canary", "web1"), ("batch 2", "web2"), ("batch 3", "web3")):
-        assert f"  {label:<9} {name:<16} v1 -> v2" in run.output
+        assert f"  {label:<9} {name:<16} {v1} -> {v2}" in run.output
     _, containers_after = fleet.sh("web1", "docker ps -a --format '{{.Names}}' | sort")
     assert containers_after == containers_before
     assert all(fleet.running_tag(name) == "v1" for name in fleet.hosts("web"))

@@ -60,6 +60,7 @@ class Container:
     release: str
     state: str = "running"
     slot: int = 0
+    digest: str = ""
 
     @property
     def name(self) -> str:
@@ -77,8 +78,9 @@ class FakeFleet:
         concurrent: bool = False,
         other_servers: tuple[str, ...] = ("web0",),
     ):
-        """+ tags: web host -> the tag its pair runs (None: nothing deployed yet)
-        + workers: job host -> its workers as (slot, tag, release, state)
+        """+ tags: web host -> the version its pair runs, TAG or TAG@DIGEST (None: nothing
+          deployed yet)
+        + workers: job host -> its workers as (slot, version, release, state)
         + fail: (host, event) -> the exit status that command returns
         + other_servers: servers of the LBs' backend that the roll leaves alone (UP unless
           a test says otherwise)
@@ -94,19 +96,25 @@ class FakeFleet:
         # command took effect on the host first, its answer lost).
         self.raise_at: tuple[int, BaseException, bool] | None = None
         self.limits: list[float | None] = []
-        for host, tag in (tags or {}).items():
+        for host, version in (tags or {}).items():
+            tag, _, digest = (version or "").partition("@")
             self.containers[host] = (
-                [Container(r, tag, f"{tag}-{RELEASE}") for r in ("app", "nginx")] if tag else []
+                [Container(r, tag, f"{tag}-{RELEASE}", digest=digest) for r in ("app", "nginx")]
+                if version
+                else []
             )
         for host, rows in (workers or {}).items():
-            self.containers[host] = [
-                Container("worker", tag, release, state, slot) for slot, tag, release, state in rows
-            ]
+            self.containers[host] = []
+            for slot, version, release, state in rows:
+                tag, _, digest = version.partition("@")
+                self.containers[host].append(Container("worker", tag, release, state, slot, digest))
         self.fail = fail or {}
         # Canary gate answers: web host -> what observe_server prints for it.
         self.observation: dict[str, str] = {}
         self.lb_hosts: set[str] = set()
         self.events: list[str] = []
+        # (host, command) of every command run, in order.
+        self.commands: list[tuple[str, str]] = []
         self.messages: list[str] = []
 
     # -- what a test reads ------------------------------------------------------------------
@@ -115,6 +123,13 @@ class FakeFleet:
         """The tag of the host's running nginx (what the LBs send traffic to)."""
         running = [c for c in self.containers[host] if c.role == "nginx" and c.state == "running"]
         return running[-1].tag if running else None
+
+    def serving_version(self, host: str) -> str | None:
+        """TAG@DIGEST (TAG when unpinned) of the host's running nginx."""
+        running = [c for c in self.containers[host] if c.role == "nginx" and c.state == "running"]
+        if not running:
+            return None
+        return f"{running[-1].tag}@{running[-1].digest}" if running[-1].digest else running[-1].tag
 
     def lb_state(self, lb: str, server: str) -> str:
         return self.lb_states.get((lb, server), "UP")
@@ -152,6 +167,7 @@ class FakeFleet:
         event, name = self.classify(command)
         number = len(self.events)
         self.events.append(f"{host}: {event}")
+        self.commands.append((host, command))
         self.limits.append(limit_s)
         interrupt = self.raise_at if self.raise_at and self.raise_at[0] == number else None
         if interrupt and not interrupt[2]:
@@ -215,9 +231,13 @@ class FakeFleet:
     def _listing(self, host: str, command: str) -> str:
         containers = self.containers.get(host, [])
         if "role=worker" in command:
-            rows = [f"{c.slot} {c.tag} {c.release} {c.state}" for c in containers if c.slot]
+            rows = [
+                f"{c.slot} {c.tag} {c.release} {c.state} {c.digest or '-'}"
+                for c in containers
+                if c.slot
+            ]
         else:
-            rows = [f"{c.role} {c.tag} {c.release} {c.state}" for c in containers]
+            rows = [f"{c.role} {c.tag} {c.release} {c.state} {c.digest or '-'}" for c in containers]
         return "".join(f"{row}\n" for row in rows)
 
     def _apply(self, host: str, event: str, name: str, command: str) -> None:
@@ -231,6 +251,7 @@ class FakeFleet:
                     labels["tag"],
                     labels["release"],
                     slot=int(labels.get("slot", 0)),
+                    digest=labels.get("digest", ""),
                 )
             )
         elif event in ("stop old nginx", "stop old app"):

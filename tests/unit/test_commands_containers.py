@@ -132,7 +132,7 @@ def test_list_release_containers_reads_the_labels_the_roll_sets():
     assert list_release_containers() == (
         "docker ps -a --filter label=io.deploykit.role --format"
         ' \'{{.Names}}\t{{.Label "io.deploykit.role"}}\t{{.Label "io.deploykit.tag"}}'
-        "\t{{.Status}}'"
+        '\t{{.Status}}\t{{or (.Label "io.deploykit.digest") "-"}}\''
     )
 
 
@@ -140,22 +140,23 @@ def test_list_pairs():
     assert list_pairs() == (
         "docker ps --all --filter label=io.deploykit.role --format"
         ' \'{{.Label "io.deploykit.role"}} {{.Label "io.deploykit.tag"}}'
-        ' {{.Label "io.deploykit.release"}} {{.State}}\''
+        ' {{.Label "io.deploykit.release"}} {{.State}} {{or (.Label "io.deploykit.digest") "-"}}\''
     )
 
 
 def test_parse_pairs_keeps_docker_order_and_skips_short_lines():
+    digest = "sha256:" + "e" * 64
     output = (
-        "app v1 v1-20240101000000 exited\n"
-        "nginx v1 v1-20240101000000 exited\n"
-        "app v2 v2-20240501120000 running\n"
+        "app v1 v1-20240101000000 exited -\n"
+        "nginx v1 v1-20240101000000 exited -\n"
+        f"app v2 v2-20240501120000 running {digest}\n"
         "\n"
         "app  broken\n"
     )
     assert parse_pairs(output) == [
-        ("app", "v1", "v1-20240101000000", "exited"),
-        ("nginx", "v1", "v1-20240101000000", "exited"),
-        ("app", "v2", "v2-20240501120000", "running"),
+        ("app", "v1", "v1-20240101000000", "exited", ""),
+        ("nginx", "v1", "v1-20240101000000", "exited", ""),
+        ("app", "v2", "v2-20240501120000", "running", digest),
     ]
 
 
@@ -261,18 +262,20 @@ def test_run_container_passes_a_quoted_command_verbatim(host):
 
 
 def test_list_pairs_output_parses_into_pairs(host):
-    host.answer("ps", "app v1 v1-1 exited\napp v2 v2-2 running\nnginx v2 v2-2 running\n")
+    host.answer(
+        "ps", "app v1 v1-1 exited -\napp v2 v2-2 running sha256:9f\nnginx v2 v2-2 running -\n"
+    )
     result = host.run(list_pairs())
     assert result.returncode == 0, result.stderr
     assert host.calls("docker") == [
         "[ps][--all][--filter][label=io.deploykit.role][--format]"
         '[{{.Label "io.deploykit.role"}} {{.Label "io.deploykit.tag"}}'
-        ' {{.Label "io.deploykit.release"}} {{.State}}]'
+        ' {{.Label "io.deploykit.release"}} {{.State}} {{or (.Label "io.deploykit.digest") "-"}}]'
     ]
     assert parse_pairs(result.stdout) == [
-        ("app", "v1", "v1-1", "exited"),
-        ("app", "v2", "v2-2", "running"),
-        ("nginx", "v2", "v2-2", "running"),
+        ("app", "v1", "v1-1", "exited", ""),
+        ("app", "v2", "v2-2", "running", "sha256:9f"),
+        ("nginx", "v2", "v2-2", "running", ""),
     ]
 
 
@@ -411,8 +414,7 @@ def test_remove_release_does_not_mistake_its_own_shell_for_a_docker_run(tmp_path
 def test_cleanup_and_pulls_share_one_lock_per_host():
     assert IMAGES_LOCK == "/run/deploykit/images.lock"
     assert with_images_lock("docker image prune --force >/dev/null") == (
-        "flock --wait 600 /run/deploykit/images.lock"
-        " sh -c 'docker image prune --force >/dev/null'"
+        "flock --wait 600 /run/deploykit/images.lock sh -c 'docker image prune --force >/dev/null'"
     )
     assert prune_dangling_images() == "docker image prune --force >/dev/null"
     assert pull("registry:5000/app:v2") == (

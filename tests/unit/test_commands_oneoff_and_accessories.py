@@ -4,7 +4,7 @@ real with `sh -c` against a fake `docker`."""
 from __future__ import annotations
 
 from deploykit.commands.accessories import list_accessories, run_accessory
-from deploykit.commands.containers import running_tags, stop_and_remove
+from deploykit.commands.containers import running_versions, stop_and_remove
 from deploykit.commands.oneoff import console, parse_exit_status, report_exit_status, run_throwaway
 from tests.unit.fakes import install_stubs, run_with_stubs
 
@@ -47,29 +47,33 @@ def test_report_exit_status_prints_and_keeps_the_status(tmp_path):
     assert parse_exit_status("out\n") is None
 
 
-def test_running_app_tag():
-    assert running_tags() == (
-        "docker ps --filter label=io.deploykit.role=app --format '{{.Label \"io.deploykit.tag\"}}'"
+def test_running_app_version():
+    assert running_versions() == (
+        "docker ps --filter label=io.deploykit.role=app"
+        ' --format \'{{.Label "io.deploykit.tag"}}@{{.Label "io.deploykit.digest"}}\''
+        " 2>/dev/null | sed -e 's/@$//'"
     )
 
 
-def test_console_with_the_running_tag():
+def test_console_with_the_running_version():
+    app = running_versions()
+    workers = running_versions("worker")
     assert console(
         "registry:5000/deploykit/app",
         ["sh"],
         network="deploykit-app",
         env_file="/etc/deploykit/app.env",
     ) == (
-        "tag=$(docker ps --filter label=io.deploykit.role=app"
-        " --format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null | tail -n 1);"
-        ' [ -n "$tag" ] || tag=$(docker ps --filter label=io.deploykit.role=worker'
-        " --format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null | tail -n 1);"
-        ' if [ -z "$tag" ]; then'
+        f"version=$({app} 2>/dev/null | tail -n 1);"
+        f' [ -n "$version" ] || version=$({workers} 2>/dev/null | tail -n 1);'
+        ' if [ -z "$version" ]; then'
         " echo 'deploykit: no app or worker container runs on this host; give --tag TAG' >&2;"
         " exit 1; fi;"
+        " tag=${version%%@*};"
+        ' case $version in *@*) reference="@${version#*@}" ;; *) reference=":$tag" ;; esac;'
         " exec docker run --rm --interactive --tty --env-file /etc/deploykit/app.env"
         " --network deploykit-app --label io.deploykit.oneoff=console"
-        ' registry:5000/deploykit/app:"$tag" sh'
+        ' registry:5000/deploykit/app"$reference" sh'
     )
 
 
@@ -99,7 +103,8 @@ esac
 
 def test_console_script_runs_the_running_tag(tmp_path):
     bin_dir = install_stubs(tmp_path, {"docker": FAKE_DOCKER})
-    (tmp_path / "running").write_text("v2\n")
+    # An unpinned release: docker prints the empty digest label after the "@".
+    (tmp_path / "running").write_text("v2@\n")
     script = console("r/app", ["sh"], network="n", env_file="/e")
     result = run_with_stubs(script, bin_dir, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -110,12 +115,24 @@ def test_console_script_runs_the_running_tag(tmp_path):
     )
 
 
-def test_console_script_on_a_job_host_runs_the_workers_tag(tmp_path):
+def test_console_script_runs_the_running_digest_not_the_tag(tmp_path):
+    """A pinned release: the console gets exactly the bits the app runs, even if its tag
+    was pushed again since."""
+    digest = "sha256:" + "ab" * 32
     bin_dir = install_stubs(tmp_path, {"docker": FAKE_DOCKER})
-    (tmp_path / "workers").write_text("v3\nv3\n")
+    (tmp_path / "running").write_text(f"latest@{digest}\n")
     result = run_with_stubs(console("r/app", ["sh"], network="n", env_file="/e"), bin_dir, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "docker.log").read_text().splitlines()[-1].endswith(" r/app:v3 sh")
+    assert (tmp_path / "docker.log").read_text().splitlines()[-1].endswith(f" r/app@{digest} sh")
+
+
+def test_console_script_on_a_job_host_runs_the_workers_version(tmp_path):
+    digest = "sha256:" + "cd" * 32
+    bin_dir = install_stubs(tmp_path, {"docker": FAKE_DOCKER})
+    (tmp_path / "workers").write_text(f"v3@{digest}\nv3@{digest}\n")
+    result = run_with_stubs(console("r/app", ["sh"], network="n", env_file="/e"), bin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "docker.log").read_text().splitlines()[-1].endswith(f" r/app@{digest} sh")
 
 
 def test_console_script_without_an_app_says_so(tmp_path):

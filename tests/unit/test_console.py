@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from deploykit.commands.oneoff import resolve_running_tag
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The staging inventory pins host keys: ssh checks them against its known_hosts file.
 PINNED = [
@@ -45,16 +47,12 @@ def test_default_is_python3_on_the_first_web_host_of_the_inventory():
         *PINNED,
         "deploy@192.0.2.21",
         (
-            "tag=$(docker ps --filter label=io.deploykit.role=app"
-            " --format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null | tail -n 1);"
-            ' [ -n "$tag" ] || tag=$(docker ps --filter label=io.deploykit.role=worker'
-            " --format '{{.Label \"io.deploykit.tag\"}}' 2>/dev/null | tail -n 1);"
-            ' if [ -z "$tag" ]; then'
-            " echo 'deploykit: no app or worker container runs on this host; give --tag TAG'"
-            " >&2; exit 1; fi;"
-            " exec docker run --rm --interactive --env-file /etc/deploykit/app.env"
+            resolve_running_tag(
+                "deploykit: no app or worker container runs on this host; give --tag TAG"
+            )
+            + "exec docker run --rm --interactive --env-file /etc/deploykit/app.env"
             " --network deploykit-app --label io.deploykit.oneoff=console"
-            ' registry.example.com/acme/app:"$tag" python3'
+            ' registry.example.com/acme/app"$reference" python3'
         ),
     ]
 

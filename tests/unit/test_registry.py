@@ -5,6 +5,7 @@ as Docker Hub, GHCR and Debian's docker-registry (htpasswd) do, over real HTTPS.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import ssl
@@ -265,7 +266,9 @@ def test_basic_registry_present_with_the_right_credentials(stub, tls_files):
     server = stub(htpasswd_registry)
     image = parse_reference(f"{server.registry}/deploykit/app")
     answer = client(tls_files).check_manifest(image, "v1", Credentials(USER, PASSWORD))
-    assert answer == ManifestAnswer("present", 200, "HTTP 200", authenticated=True)
+    assert answer == ManifestAnswer(
+        "present", 200, "HTTP 200", authenticated=True, digest="sha256:" + "0" * 64
+    )
     first, second = server.requests
     assert (first["method"], "Authorization" in first["headers"]) == ("HEAD", False)
     assert second["headers"]["Authorization"] == BASIC
@@ -298,6 +301,15 @@ def test_basic_registry_without_credentials_names_its_challenge(stub, tls_files)
     assert len(server.requests) == 1
 
 
+HUB_MANIFEST = {
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.index.v1+json",
+    "manifests": [],
+}
+# What the client must compute from the body when the header is missing.
+HUB_MANIFEST_DIGEST = "sha256:" + hashlib.sha256(json.dumps(HUB_MANIFEST).encode()).hexdigest()
+
+
 def hub_like(stub, method, path, query, headers):
     """Docker Hub's shape: the registry sends a Bearer challenge naming the token realm
     and service; the realm hands out tokens for the asked scope, anonymously for public
@@ -322,7 +334,8 @@ def hub_like(stub, method, path, query, headers):
         body = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
         return 401, [("WWW-Authenticate", challenge)], body
     if path.endswith("/manifests/1.27") or path.endswith("/manifests/v1"):
-        return 200, [], None
+        # No Docker-Content-Digest header (the spec makes it optional).
+        return 200, [], HUB_MANIFEST
     return 404, [], {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
 
 
@@ -337,7 +350,15 @@ def test_bearer_public_official_image_anonymously(stub, tls_files):
     server = stub(hub_like)
     image = hub_image(server, "nginx")
     answer = client(tls_files).check_manifest(image, "1.27", None)
-    assert answer == ManifestAnswer("present", 200, "HTTP 200", authenticated=False)
+    assert answer == ManifestAnswer(
+        "present", 200, "HTTP 200", authenticated=False, digest=HUB_MANIFEST_DIGEST
+    )
+    # Without the header, the digest is the SHA-256 of the manifest, fetched with GET
+    # and the same token and Accept header.
+    last = server.requests[-1]
+    assert last["method"] == "GET" and last["path"] == "/v2/library/nginx/manifests/1.27"
+    assert last["headers"]["Authorization"].startswith("Bearer ")
+    assert "image.index.v1+json" in last["headers"]["Accept"]
     token_request = server.requests[1]
     assert token_request["path"] == "/token"
     assert token_request["query"] == {
@@ -524,3 +545,34 @@ def test_the_sandbox_ca_passes_strict_verification_as_python_313_does_by_default
         image, "v1", Credentials(USER, PASSWORD)
     )
     assert answer.outcome == "present", answer
+
+
+def test_a_digest_asked_for_must_be_the_digest_answered(stub, tls_files):
+    """Asking by digest (a rollback's exact release): a registry answering another
+    digest is not believed."""
+    wanted = "sha256:" + "1" * 64
+
+    def lying(stub, method, path, query, headers):
+        return 200, [("Docker-Content-Digest", "sha256:" + "2" * 64)], {"schemaVersion": 2}
+
+    server = stub(lying)
+    image = parse_reference(f"{server.registry}/deploykit/app")
+    answer = client(tls_files).check_manifest(image, wanted, None)
+    assert answer.outcome == "unexpected"
+    assert wanted in answer.detail and "sha256:" + "2" * 64 in answer.detail
+
+
+def test_a_digest_header_that_is_no_digest_is_refused(stub, tls_files):
+    def odd(stub, method, path, query, headers):
+        return 200, [("Docker-Content-Digest", "latest")], {"schemaVersion": 2}
+
+    server = stub(odd)
+    image = parse_reference(f"{server.registry}/deploykit/app")
+    answer = client(tls_files).check_manifest(image, "v1", None)
+    assert (answer.outcome, answer.digest) == ("unexpected", None)
+    assert "'latest'" in answer.detail
+
+
+def test_the_answer_keeps_its_digest_through_json():
+    answer = ManifestAnswer("present", 200, "HTTP 200", True, "sha256:" + "a" * 64)
+    assert ManifestAnswer.from_json(answer.to_json()) == answer

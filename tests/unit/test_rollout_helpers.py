@@ -8,7 +8,14 @@ import subprocess
 
 import pytest
 
-from deploykit.commands.images import prune_images, record_release
+from deploykit.commands.images import (
+    Version,
+    digest_tag,
+    prune_images,
+    pull,
+    record_and_prune,
+    record_release,
+)
 from deploykit.commands.shell import timed
 from deploykit.rollout.engine import CommandResult, HostReport
 from deploykit.rollout.plan import previous_release
@@ -22,7 +29,7 @@ APP = "registry:5000/deploykit/app"
 
 
 def test_record_release_appends_the_tag_to_the_log():
-    assert record_release("/var/lib/deploykit/releases", "v2") == (
+    assert record_release("/var/lib/deploykit/releases", Version("v2")) == (
         'mkdir -p "$(dirname /var/lib/deploykit/releases)"'
         " && echo v2 >> /var/lib/deploykit/releases"
     )
@@ -31,7 +38,8 @@ def test_record_release_appends_the_tag_to_the_log():
 def test_prune_images_keeps_the_last_distinct_releases():
     assert prune_images(APP, "/var/lib/deploykit/releases", 3) == (
         "[ -s /var/lib/deploykit/releases ] || exit 0;"
-        " keep=$(tac /var/lib/deploykit/releases | awk '!seen[$0]++' | head -n 3"
+        " keep=$(tac /var/lib/deploykit/releases | sed -e 's/^[^@]*@sha256:/sha256-/'"
+        " | awk '!seen[$0]++' | head -n 3"
         " | tr '\\n' ' ');"
         ' [ -n "$keep" ] || exit 0;'
         " docker image ls --format '{{.Tag}}' registry:5000/deploykit/app"
@@ -87,14 +95,14 @@ def removed(tmp_path) -> list[str]:
 
 def test_record_release_creates_the_log_then_appends(run_sh, tmp_path):
     log = tmp_path / "var" / "lib" / "deploykit" / "releases"
-    assert run_sh(record_release(str(log), "v1")).returncode == 0
-    assert run_sh(record_release(str(log), "v2")).returncode == 0
-    assert log.read_text() == "v1\nv2\n"
+    assert run_sh(record_release(str(log), Version("v1"))).returncode == 0
+    assert run_sh(record_release(str(log), Version("v2", DIGEST_A))).returncode == 0
+    assert log.read_text() == f"v1\nv2@{DIGEST_A}\n"
 
 
 def test_record_release_in_a_directory_with_a_space(run_sh, tmp_path):
     log = tmp_path / "deploy kit" / "releases"
-    result = run_sh(record_release(str(log), "v2"))
+    result = run_sh(record_release(str(log), Version("v2")))
     assert result.returncode == 0, result.stderr
     assert log.read_text() == "v2\n"
     assert not (tmp_path / "kit").exists()
@@ -108,6 +116,60 @@ def test_prune_removes_only_tags_outside_the_last_distinct_releases(run_sh, tmp_
     result = run_sh(prune_images(APP, str(log), 3))
     assert result.returncode == 0, result.stderr
     assert removed(tmp_path) == [f"{APP}:v2", f"{APP}:v10", f"{APP}:v0"]
+
+
+DIGEST_A = "sha256:" + "a" * 64
+DIGEST_B = "sha256:" + "b" * 64
+DIGEST_C = "sha256:" + "c" * 64
+
+
+def test_prune_keeps_the_last_distinct_digests_whatever_their_tags(run_sh, tmp_path):
+    """`latest` pushed three times: three releases, each kept by its digest tag; the
+    oldest one beyond `keep` goes, and so does a plain tag no release names."""
+    log = tmp_path / "releases"
+    log.write_text(f"latest@{DIGEST_A}\nlatest@{DIGEST_B}\nv2@{DIGEST_B}\nlatest@{DIGEST_C}\n")
+    tags = [digest_tag(d) for d in (DIGEST_A, DIGEST_B, DIGEST_C)]
+    (tmp_path / "images").write_text("\n".join([*tags, "latest", "v1"]) + "\n")
+    assert run_sh(prune_images(APP, str(log), 2)).returncode == 0
+    # B counts once although two tags named it: C and B are the last two releases.
+    assert removed(tmp_path) == [f"{APP}:{tags[0]}", f"{APP}:latest", f"{APP}:v1"]
+
+
+def test_pull_by_digest_tags_the_image_under_the_images_lock():
+    assert pull(f"{APP}@{DIGEST_A}") == (
+        "flock --wait 600 /run/deploykit/images.lock sh -c"
+        f" 'docker pull --quiet {APP}@{DIGEST_A} >/dev/null"
+        f" && docker tag {APP}@{DIGEST_A} {APP}:sha256-{'a' * 64}'"
+    )
+
+
+def test_pull_by_tag_is_a_plain_pull_under_the_lock():
+    assert pull(f"{APP}:v2") == (
+        f"flock --wait 600 /run/deploykit/images.lock docker pull --quiet {APP}:v2"
+    )
+
+
+def test_record_and_prune_of_a_pinned_release_tags_it_before_pruning():
+    command = record_and_prune("/r", Version("latest", DIGEST_A), APP, 3)
+    assert command.startswith(f'mkdir -p "$(dirname /r)" && echo latest@{DIGEST_A} >> /r; ')
+    # Under the lock, the tag first: a prune must never see the new release untagged.
+    locked = command.split("; ", 1)[1]
+    assert locked.startswith("flock --wait 600 /run/deploykit/images.lock sh -c ")
+    assert locked.index(f"docker tag {APP}@{DIGEST_A} {APP}:sha256-") < locked.index("tac /r")
+
+
+def test_a_digest_tag_needs_a_sha256_digest():
+    with pytest.raises(ValueError, match="not a sha256 digest"):
+        digest_tag("sha256:abc")
+
+
+def test_versions_read_write_and_shorten():
+    pinned = Version.parse(f"v2@{DIGEST_A}")
+    assert (pinned.tag, pinned.digest, str(pinned)) == ("v2", DIGEST_A, f"v2@{DIGEST_A}")
+    assert pinned.short == "v2@aaaaaaaaaaaa"
+    assert pinned.image(APP) == f"{APP}@{DIGEST_A}"
+    unpinned = Version.parse("v1")
+    assert (str(unpinned), unpinned.short, unpinned.image(APP)) == ("v1", "v1", f"{APP}:v1")
 
 
 def test_prune_keeps_everything_in_the_last_releases(run_sh, tmp_path):
@@ -210,24 +272,24 @@ def test_reason_of_a_command_that_never_finished():
 def test_summary_table_has_a_row_per_host_and_dashes_for_missing_phases():
     updated = HostReport(
         "web1",
-        "v1",
-        "v2",
+        Version("v1", DIGEST_A),
+        Version("v2", DIGEST_B),
         {"drain": 1.5, "start": 0.25, "health": 2.0, "readmit": 0.5, "cleanup": 1.0},
         waited_s=4.0,
         result="updated",
     )
     failed = HostReport(
-        "web2", None, "v2", {"drain": 0.1, "start": 0.2}, result="failed: health check"
+        "web2", None, Version("v2"), {"drain": 0.1, "start": 0.2}, result="failed: health check"
     )
     assert summary_table([updated, failed], WebRoll.PHASES).splitlines() == [
         "",
         "deploykit: roll summary (seconds)",
-        "host         tags                    drain    start   health  readmit  observe  cleanup"
-        "   total  overhead  result",
-        "web1         v1 -> v2                 1.50     0.25     2.00     0.50        -     1.00"
-        "    5.25      1.25  updated",
-        "web2         - -> v2                  0.10     0.20        -        -        -        -"
-        "    0.30      0.30  failed: health check",
+        "host         versions                              drain    start   health  readmit"
+        "  observe  cleanup   total  overhead  result",
+        "web1         v1@aaaaaaaaaaaa -> v2@bbbbbbbbbbbb     1.50     0.25     2.00     0.50"
+        "        -     1.00    5.25      1.25  updated",
+        "web2         - -> v2                                0.10     0.20        -        -"
+        "        -        -    0.30      0.30  failed: health check",
     ]
 
 

@@ -48,7 +48,7 @@ def test_hosts_roll_one_at_a_time_in_inventory_order_through_every_lb():
     fleet = FakeFleet({"web1": "v1", "web2": "v1", "web3": "v1"})
     reports = WebRoll(fleet, SETTINGS, ["web1", "web2", "web3"], ["lb1", "lb2"]).run()
     assert fleet.events == expected_swap("web1") + expected_swap("web2") + expected_swap("web3")
-    assert [(r.host, r.old_tag, r.new_tag, r.result) for r in reports] == [
+    assert [(r.host, str(r.old_version), str(r.new_version), r.result) for r in reports] == [
         ("web1", "v1", "v2", "updated"),
         ("web2", "v1", "v2", "updated"),
         ("web3", "v1", "v2", "updated"),
@@ -117,7 +117,7 @@ def test_host_already_on_the_tag_is_only_put_back_in_rotation():
     fleet = FakeFleet({"web1": "v2", "web2": "v1"})
     reports = WebRoll(fleet, SETTINGS, ["web1", "web2"], ["lb1"]).run()
     assert fleet.events[:2] == ["web1: list", "lb1: ready"]
-    assert reports[0].result == "already on tag"
+    assert reports[0].result == "already on this release"
 
 
 def test_batches_after_the_canary():
@@ -160,7 +160,7 @@ def interrupted_fleet() -> FakeFleet:
 def test_a_host_left_half_done_is_swapped_again_and_the_leftovers_removed():
     fleet = interrupted_fleet()
     reports = WebRoll(fleet, SETTINGS, ["web1"], ["lb1"]).run()
-    assert reports[0].old_tag == "v1" and reports[0].result == "updated"
+    assert str(reports[0].old_version) == "v1" and reports[0].result == "updated"
     assert fleet.events[:4] == ["web1: list", "lb1: drain", "web1: start app", "web1: check app"]
     # The interrupted roll's app was removed; only the new pair is left.
     assert [c.release for c in fleet.containers["web1"]] == ["v2-20261126"] * 2
@@ -261,3 +261,54 @@ def test_a_rollback_that_fails_is_reported_and_does_not_crash_the_roll():
         WebRoll(fleet, settings, ["web1", "web2"], ["lb1"]).run()
     assert failure.value.host == "web2"
     assert failure.value.reports[0].result.startswith("updated; rollback failed:")
+
+
+# -- pinned digests ---------------------------------------------------------------------
+
+OLD_DIGEST = "sha256:" + "1" * 64
+NEW_DIGEST = "sha256:" + "2" * 64
+
+
+def test_a_tag_pushed_again_is_a_new_release_and_every_host_is_swapped():
+    """`latest` on every host, `latest` pushed again: same tag, another digest."""
+    fleet = FakeFleet({"web1": f"latest@{OLD_DIGEST}", "web2": f"latest@{OLD_DIGEST}"})
+    settings = replace(SETTINGS, tag="latest", digest=NEW_DIGEST)
+    reports = WebRoll(fleet, settings, ["web1", "web2"], ["lb1"]).run()
+    assert [r.result for r in reports] == ["updated", "updated"]
+    assert {fleet.serving_version(h) for h in ("web1", "web2")} == {f"latest@{NEW_DIGEST}"}
+    # The new app runs the image by digest, and says so in its labels.
+    start = next(c for h, c in fleet.commands if h == "web1" and "--name app-" in c)
+    assert f"registry:5000/deploykit/app@{NEW_DIGEST}" in start
+    assert f"io.deploykit.digest={NEW_DIGEST}" in start
+    assert ":latest" not in start.split("--label")[-1]
+
+
+def test_a_host_on_the_same_tag_and_digest_is_left_as_it_is():
+    fleet = FakeFleet({"web1": f"latest@{NEW_DIGEST}"})
+    settings = replace(SETTINGS, tag="latest", digest=NEW_DIGEST)
+    [report] = WebRoll(fleet, settings, ["web1"], ["lb1"]).run()
+    assert report.result == "already on this release"
+    assert not any("docker run" in c for _, c in fleet.commands)
+
+
+def test_a_host_from_before_pinning_is_swapped_once_to_the_pinned_release():
+    fleet = FakeFleet({"web1": "v2"})
+    settings = replace(SETTINGS, digest=NEW_DIGEST)
+    [report] = WebRoll(fleet, settings, ["web1"], ["lb1"]).run()
+    assert report.result == "updated"
+    assert fleet.serving_version("web1") == f"v2@{NEW_DIGEST}"
+
+
+def test_rollback_on_failure_returns_to_the_exact_old_digest():
+    fleet = FakeFleet(
+        {"web1": f"latest@{OLD_DIGEST}", "web2": f"latest@{OLD_DIGEST}"},
+        fail={("web2", "check pair"): 3},
+    )
+    settings = replace(SETTINGS, tag="latest", digest=NEW_DIGEST, rollback_on_failure=True)
+    with pytest.raises(RolloutFailed) as failure:
+        WebRoll(fleet, settings, ["web1", "web2"], ["lb1"]).run()
+    assert fleet.serving_version("web1") == f"latest@{OLD_DIGEST}"
+    assert fleet.serving_version("web2") == f"latest@{OLD_DIGEST}"
+    assert failure.value.reports[0].result == "rolled back to latest@111111111111"
+    rollback_start = [c for h, c in fleet.commands if h == "web1" and "--name app-" in c][-1]
+    assert f"registry:5000/deploykit/app@{OLD_DIGEST}" in rollback_start

@@ -48,11 +48,12 @@ def test_list_workers_and_parse_them():
     assert list_workers() == (
         "docker ps --all --filter label=io.deploykit.role=worker --format"
         ' \'{{.Label "io.deploykit.slot"}} {{.Label "io.deploykit.tag"}}'
-        ' {{.Label "io.deploykit.release"}} {{.State}}\''
+        ' {{.Label "io.deploykit.release"}} {{.State}} {{or (.Label "io.deploykit.digest") "-"}}\''
     )
-    output = "1 v1 v1-20260101 running\n2 v1 v1-20260101 exited\n x y z\n"
+    digest = "sha256:" + "d" * 64
+    output = f"1 v1 v1-20260101 running {digest}\n2 v1 v1-20260101 exited -\n x y z\n"
     assert parse_workers(output) == [
-        (WorkerContainer(1, "v1-20260101", "v1"), "running"),
+        (WorkerContainer(1, "v1-20260101", "v1", digest), "running"),
         (WorkerContainer(2, "v1-20260101", "v1"), "exited"),
     ]
 
@@ -123,7 +124,7 @@ def test_hosts_roll_one_after_the_other_old_worker_stopped_before_the_new_starts
         "record and prune",
     ]
     assert fleet.events == [f"job1: {e}" for e in per_host] + [f"job2: {e}" for e in per_host]
-    assert [(r.host, r.old_tag, r.new_tag, r.result) for r in reports] == [
+    assert [(r.host, str(r.old_version), str(r.new_version), r.result) for r in reports] == [
         ("job1", "v1", "v2", "updated"),
         ("job2", "v1", "v2", "updated"),
     ]
@@ -183,7 +184,7 @@ def test_a_host_already_on_the_tag_is_left_running_and_leftovers_are_removed():
         "job1: remove worker-1-v1-20260101",
         "job1: stop and remove worker-2-v2-20261126",
     ]
-    assert reports[0].result == "already on tag"
+    assert reports[0].result == "already on this release"
     assert fleet.workers("job1") == [(1, "v2", "v2-20261126", "running")]
 
 
@@ -212,3 +213,15 @@ def test_interrupt_stops_before_the_next_host():
         engine.run()
     assert failure.value.host == "job2" and not failure.value.touched
     assert "hosts done (on v2): job1" in failure.value.reason
+
+
+def test_workers_on_a_tag_pushed_again_are_replaced_by_the_new_digest():
+    old, new = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    fleet = FakeFleet(workers={"job1": [(1, f"latest@{old}", "latest-20260101", "running")]})
+    [report] = roll(fleet, ["job1"], tag="latest", digest=new).run()
+    assert report.result == "updated"
+    assert [(slot, tag) for slot, tag, _, state in fleet.workers("job1")] == [(1, "latest")]
+    [worker] = [c for c in fleet.containers["job1"] if c.role == "worker"]
+    assert worker.digest == new
+    start = next(c for _, c in fleet.commands if "docker run" in c)
+    assert f"registry:5000/deploykit/app@{new}" in start

@@ -34,13 +34,18 @@ def test_the_run_script_locks_finds_the_tag_then_becomes_docker_run():
         "flock --nonblock 9 || { echo 'deploykit: scheduled job pg-row: the previous run still "
         "holds the lock; skipped' >&2; exit 75; }",
     ]
-    # The tag the host runs when the run starts: its app's, else its workers'.
+    # The version the host runs when the run starts: its app's, else its workers'; the
+    # image by its digest when pinned.
     assert script[10].startswith(
-        "tag=$(docker ps --filter label=io.deploykit.role=app --format "
-        "'{{.Label \"io.deploykit.tag\"}}' 2>/dev/null | tail -n 1); "
-        '[ -n "$tag" ] || tag=$(docker ps --filter label=io.deploykit.role=worker'
+        "version=$(docker ps --filter label=io.deploykit.role=app --format "
+        '\'{{.Label "io.deploykit.tag"}}@{{.Label "io.deploykit.digest"}}\' 2>/dev/null'
+        " | sed -e 's/@$//' 2>/dev/null | tail -n 1); "
     )
-    assert script[10].endswith("no app or worker container runs here, no tag' >&2; exit 1; fi")
+    assert "no app or worker container runs here, no tag' >&2; exit 1; fi; " in script[10]
+    assert script[10].endswith(
+        'tag=${version%%@*}; case $version in *@*) reference="@${version#*@}" ;;'
+        ' *) reference=":$tag" ;; esac'
+    )
     assert script[8:12:3] == [
         "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)",
         'printf \'started=%s tag=%s\\n\' "$started" "$tag"'
@@ -51,7 +56,7 @@ def test_the_run_script_locks_finds_the_tag_then_becomes_docker_run():
         "docker run --rm --name deploykit-job-pg-row --init "
         "--label io.deploykit.scheduled=pg-row --log-driver none "
         "--env-file /etc/deploykit/app.env --network deploykit-app "
-        '--label io.deploykit.oneoff=scheduled registry:5000/deploykit/app:"$tag" '
+        '--label io.deploykit.oneoff=scheduled registry:5000/deploykit/app"$reference" '
         "python3 /app/manage.py record-run 'pg row'"
     )
 

@@ -2,7 +2,15 @@
 
 from deploykit.status import audit_rows, health_of, host_rows, render_status
 
-APP = {"name": "app-v2", "role": "app", "tag": "v2", "status": "Up 3 minutes (healthy)"}
+DIGEST = "sha256:3f1c0a9e2b7d" + "0" * 52
+APP = {
+    "name": "app-v2",
+    "role": "app",
+    "tag": "v2",
+    "status": "Up 3 minutes (healthy)",
+    "digest": DIGEST,
+}
+# Started before digests were pinned: no digest label.
 NGINX = {"name": "nginx-v2", "role": "nginx", "tag": "v2", "status": "Up 3 minutes (unhealthy)"}
 OLD = {"name": "app-v1", "role": "app", "tag": "v1", "status": "Exited (0) 2 minutes ago"}
 
@@ -22,9 +30,9 @@ def test_each_running_container_is_shown_with_its_server_on_every_lb():
         {"lb1": {"web1": ("UP", 4)}, "lb2": {"web1": ("MAINT", 0)}, "lb3": None},
     )
     assert rows == [
-        "  web1       app      v2         healthy   "
+        "  web1       app      v2@3f1c0a9e2b7d            healthy   "
         "lb1: UP 4 sess; lb2: MAINT 0 sess; lb3: no answer",
-        "  web1       nginx    v2         unhealthy",
+        "  web1       nginx    v2                         unhealthy",
     ]
 
 
