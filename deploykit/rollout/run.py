@@ -45,7 +45,7 @@ def run_roll(state, host, request: RollRequest) -> bool:
             f"deploykit: {roll.NAME} STOPPED at {failure.host}: {failure.reason}. {where}"
             + _stranded_others(stranded, failure.host)
             + (
-                f" Already on {request.settings.tag}: {', '.join(done)}."
+                f" Already on {request.settings.version.short}: {', '.join(done)}."
                 if done
                 else " No host was left on the new release."
             )
