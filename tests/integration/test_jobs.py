@@ -143,7 +143,9 @@ def test_workers_roll_while_working_and_every_job_is_done_exactly_once(jobs_worl
     run = roll_workers(fleet, NEW_TAG)
     assert run.returncode == 0, run.failure_excerpt()
     # The stop phase waited for a job in hand longer than any short job (at most 3 s).
-    row = re.search(rf"job1\s+{OLD_TAG} -> {NEW_TAG}\s+(\S+)", run.output)
+    row = re.search(
+        rf"job1\s+{OLD_TAG}@[0-9a-f]{{12}} -> {NEW_TAG}@[0-9a-f]{{12}}\s+(\S+)", run.output
+    )
     assert row and float(row.group(1)) >= 5, run.output[-3000:]
     assert workers_on(fleet) == [(NEW_TAG, "running")] * WORKERS
 

@@ -16,10 +16,13 @@ import time
 
 import pytest
 
+from deploykit.commands.images import Version
+
 from .sandbox_world import (
     REPO_ROOT,
     BackgroundPyinfra,
     copy_sandbox_inventory,
+    pushed_digest,
     pyinfra,
     registry_from_here,
     wait_for,
@@ -166,11 +169,15 @@ def test_failed_release_command_stops_the_deploy_before_any_drain(on_v1):
         time.sleep(0.1)
     run = deploy.wait()
     assert run.returncode != 0
-    assert f"release command: sh -c 'echo migrating; exit 3' on web1 with {tag}" in run.output
+    pinned = Version(tag, pushed_digest(tag))
+    assert (
+        f"release command: sh -c 'echo migrating; exit 3' on web1 with {pinned.short}"
+    ) in run.output
     assert "[web1] migrating" in run.output
     assert (
         "deploykit: release command `sh -c 'echo migrating; exit 3'` on web1 with "
-        f"registry:5000/deploykit/app:{tag} FAILED (exit status 3); the roll did not start"
+        f"registry:5000/deploykit/app@{pinned.digest} FAILED (exit status 3); "
+        "the roll did not start"
     ) in run.output
     # No server was ever drained, and no app container changed.
     assert states_seen == {"UP"}
@@ -264,7 +271,9 @@ def test_console_opens_a_terminal_in_a_container_of_the_running_tag(on_v1):
     started, finished = audit_lines(fleet)[audited_before:]
     for entry in (started, finished):
         assert entry["action"] == "console" and entry["hosts"] == ["web1"], entry
-        assert entry["tag"] == tag and entry["command"] == "sh", entry
+        # The exact release the console ran: the host's tag and digest.
+        assert entry["tag"] == f"{tag}@{pushed_digest(tag)}", entry
+        assert entry["command"] == "sh", entry
         assert entry["who"] and entry["at"], entry
     assert started["event"] == "started"
     assert (finished["event"], finished["result"]) == ("finished", "exited 0")

@@ -9,6 +9,8 @@ import uuid
 
 import pytest
 
+from deploykit.commands.images import Version
+
 from .sandbox_world import (
     AUDIT,
     LOCK,
@@ -22,6 +24,7 @@ from .sandbox_world import (
     deploy_args,
     lock_exists,
     other_tag,
+    pushed_digest,
     pyinfra,
     wait_for,
 )
@@ -58,7 +61,8 @@ def test_a_second_deploy_is_refused_at_once_naming_the_holder(unlocked_fleet):
     assert second.returncode != 0
     assert "another deploy holds the lock on lb1" in second.output
     assert "ann@laptop since" in second.output
-    assert f"deploy {target} (pid {roll.process.pid})" in second.output
+    pinned = Version(target, pushed_digest(target)).short
+    assert f"deploy {pinned} (pid {roll.process.pid})" in second.output
     assert "Starting operation" not in second.output  # refused before any operation
     assert first.returncode == 0, first.failure_excerpt()
     assert {fleet.running_tag(name) for name in fleet.hosts("web")} == {target}
@@ -227,7 +231,8 @@ def test_status_shows_each_hosts_tag_health_and_lb_state_then_the_audit(unlocked
     lines = run.output.splitlines()
     for name in fleet.hosts("web"):
         row = next(line for line in lines if line.split()[:2] == [name, "app"])
-        assert row.split()[2:4] == [tag, "healthy"], row
+        # The tag and the short digest it was pinned to.
+        assert row.split()[2:4] == [Version(tag, pushed_digest(tag)).short, "healthy"], row
         expected = "lb1: DRAIN" if name == "web2" else "lb1: UP"
         assert expected in row and "sess" in row, row
     assert "deploy lock on lb1: free" in run.output

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from .sandbox_world import LoadRun, deploy_args, lb_urls, pyinfra, registry_from_here
+from .sandbox_world import (
+    LoadRun,
+    deploy_args,
+    lb_urls,
+    pushed_digest,
+    pyinfra,
+    registry_from_here,
+)
 
 HOSTS_WITH_DOCKER = ("web", "job")
 
@@ -30,23 +37,41 @@ def stored_auth(fleet, password: str) -> str:
     return base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
+# Tag -> manifest digest of the images push_fresh_tag pushed.
+FRESH_DIGESTS: dict[str, str] = {}
+
+
 def push_fresh_tag(fleet, source_tag: str = "v1") -> str:
-    """A tag no host has pulled yet: `source_tag`'s image pushed again under a new name,
-    from this machine, through the login `make sandbox` made."""
+    """A tag no host has pulled yet, of an image (and so a digest) no host has either:
+    `source_tag`'s image with a label of its own, pushed from this machine through the
+    login `make sandbox` made."""
     tag = f"auth-{secrets.token_hex(4)}"
     repository = f"{registry_from_here()}/deploykit/app"
-    for command in (
-        ["docker", "tag", f"{repository}:{source_tag}", f"{repository}:{tag}"],
+    dockerfile = f"FROM {repository}:{source_tag}\nLABEL io.deploykit.test.fresh={tag}\n"
+    built = subprocess.run(
+        ["docker", "build", "--quiet", "--tag", f"{repository}:{tag}", "-"],
+        input=dockerfile,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    pushed = subprocess.run(
         ["docker", "push", "--quiet", f"{repository}:{tag}"],
-        ["docker", "image", "rm", f"{repository}:{tag}"],
-    ):
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        assert completed.returncode == 0, completed.stdout + completed.stderr
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    FRESH_DIGESTS[tag] = pushed_digest(tag)
+    subprocess.run(["docker", "image", "rm", f"{repository}:{tag}"], capture_output=True)
     return tag
 
 
 def has_image(fleet, host: str, tag: str) -> bool:
-    code, _ = fleet.sh(host, f"docker image inspect registry:5000/deploykit/app:{tag}")
+    """Whether the host has the image of a push_fresh_tag tag (hosts pull by digest)."""
+    image = f"registry:5000/deploykit/app@{FRESH_DIGESTS[tag]}"
+    code, _ = fleet.sh(host, f"docker image inspect {image}")
     return code == 0
 
 
@@ -122,6 +147,8 @@ def test_a_roll_pulls_through_the_authenticated_registry_under_load(on_v1):
     assert {name: fleet.running_tag(name) for name in fleet.hosts("web")} == {
         name: tag for name in fleet.hosts("web")
     }
+    # Pulled through the registry, by the digest the tag had.
+    assert all(has_image(fleet, name, tag) for name in fleet.hosts("web"))
     assert registry_password(fleet) not in run.output
     # Back where the other modules expect the fleet.
     back = pyinfra(*deploy_args(before))
