@@ -22,6 +22,8 @@ from deploykit.operations.registry_login import (
     registry_login,
     stored_auth_sha256,
 )
+from deploykit import registry_access
+from deploykit.registry import ManifestAnswer
 from deploykit.registry_access import password_secret_names, read_logins
 from tests.unit.fakes import FakeHost, command_texts, install_stubs, run_operation
 
@@ -311,3 +313,44 @@ def test_fact_output_is_read_per_folder_and_a_folder_never_made_is_empty():
     }
 
 
+# -- the planning-time question: which digest will the hosts pull? -----------------------
+
+DIGEST = "sha256:" + "4" * 64
+
+
+@pytest.fixture
+def registry_answers(monkeypatch):
+    """ask_from_host replaced: each call recorded, answered with `answers.answer`."""
+    asked = SimpleNamespace(calls=[], answer=None)
+
+    def ask(host, image, reference, login, insecure):
+        asked.calls.append((image, reference))
+        return asked.answer
+
+    monkeypatch.setattr(registry_access, "ask_from_host", ask)
+    return asked
+
+
+def test_a_tag_resolves_to_the_digest_the_registry_answered(registry_answers):
+    registry_answers.answer = ManifestAnswer("present", 200, "HTTP 200", False, DIGEST)
+    resolved = registry_access.resolve_image(FakeHost(), "registry:5000/deploykit/app", "latest")
+    assert resolved == registry_access.Resolved(digest=DIGEST)
+    assert registry_answers.calls == [("registry:5000/deploykit/app", "latest")]
+
+
+def test_a_rollback_asks_for_its_digest_and_a_missing_one_is_named(registry_answers):
+    registry_answers.answer = ManifestAnswer("missing", 404, "HTTP 404")
+    resolved = registry_access.resolve_image(FakeHost(), "registry:5000/deploykit/app", DIGEST)
+    assert resolved.digest is None
+    assert resolved.problem == (
+        f"image registry:5000/deploykit/app@{DIGEST} does not exist in the registry "
+        f"(HTTP 404 for https://registry:5000/v2/deploykit/app/manifests/{DIGEST})"
+    )
+
+
+def test_a_present_tag_without_a_digest_is_refused(registry_answers):
+    """A roll cannot be pinned without a digest: refused while planning, not rolled by tag."""
+    registry_answers.answer = ManifestAnswer("present", 200, "HTTP 200")
+    resolved = registry_access.resolve_image(FakeHost(), "registry:5000/deploykit/app", "v2")
+    assert resolved.digest is None
+    assert "answered no digest for registry:5000/deploykit/app:v2" in resolved.problem
