@@ -73,7 +73,7 @@ def test_a_second_deploy_is_refused_at_once_naming_the_holder(unlocked_fleet):
         ("ann@laptop", "started", None),
         ("ann@laptop", "finished", "succeeded"),
     ]
-    assert entries[0]["action"] == "deploy" and entries[0]["tag"] == target
+    assert entries[0]["action"] == "deploy" and entries[0]["tag"] == pinned
     assert entries[0]["hosts"] == fleet.hosts("web")
     _, mode = fleet.sh("lb1", f"stat -c '%a %U' {AUDIT}")
     assert mode.strip() == "640 root"
