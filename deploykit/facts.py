@@ -9,7 +9,7 @@ from pyinfra import state
 from pyinfra.api import FactBase
 
 from .commands.accessories import list_accessories
-from .commands.containers import list_release_containers, running_versions
+from .commands.containers import label_value, list_release_containers, running_versions
 from .commands.images import Version
 from .commands.haproxy import parse_show_servers, show_servers
 from .commands.postgres import parse_role_state, psql_query_as_postgres, role_state_query
@@ -164,7 +164,7 @@ class DeployContainers(FactBase):
                         "role": role,
                         "tag": tag,
                         "status": status,
-                        "digest": "" if digest == "-" else digest,
+                        "digest": label_value(digest),
                     }
                 )
         return containers

@@ -72,6 +72,11 @@ def label_field(label: str) -> str:
     return f'{{{{or (.Label "{label}") "-"}}}}'
 
 
+def label_value(field: str) -> str:
+    """A label_field read back: "" for the "-" of an unset label."""
+    return "" if field == "-" else field
+
+
 def running_versions(role: str = "app") -> str:
     """Print the version (TAG@DIGEST, or TAG when unpinned) of each running container of
     `role` on the host (none: nothing)."""

@@ -10,6 +10,7 @@ from .containers import (
     ROLE_LABEL,
     TAG_LABEL,
     label_field,
+    label_value,
     release_labels,
     run_container,
 )
@@ -140,6 +141,6 @@ def parse_pairs(output: str) -> list[tuple[str, str, str, str, str]]:
     for line in output.splitlines():
         fields = line.split()
         if len(fields) >= 4:
-            digest = fields[4] if len(fields) >= 5 and fields[4] != "-" else ""
+            digest = label_value(fields[4]) if len(fields) >= 5 else ""
             pairs.append((*fields[:4], digest))
     return pairs

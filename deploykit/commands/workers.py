@@ -11,6 +11,7 @@ from .containers import (
     ROLE_LABEL,
     TAG_LABEL,
     label_field,
+    label_value,
     release_labels,
     run_container,
 )
@@ -87,7 +88,7 @@ def parse_workers(output: str) -> list[tuple[WorkerContainer, str]]:
     for line in output.splitlines():
         fields = line.split()
         if len(fields) >= 4 and fields[0].isdigit():
-            digest = fields[4] if len(fields) >= 5 and fields[4] != "-" else ""
+            digest = label_value(fields[4]) if len(fields) >= 5 else ""
             worker = WorkerContainer(int(fields[0]), fields[2], fields[1], digest)
             workers.append((worker, fields[3]))
     return workers
