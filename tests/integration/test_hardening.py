@@ -468,6 +468,31 @@ def test_sudo_and_an_sshd_config_change_reach_the_audit_trail_and_the_log_host(f
         fleet.sh("web1", f"sed -i '/# {marker}/d' /etc/ssh/sshd_config")
 
 
+def test_a_burst_of_changes_keeps_the_change_watch_running_and_logs_the_last(fleet):
+    # A provision writes many watched files in a few seconds. systemd's default start
+    # limit (5 starts in 10 s) used to fail the path unit on such a burst, and from then
+    # on no change was logged, and the next provision was not a no-op.
+    marker = f"burst-{uuid.uuid4().hex[:12]}"
+    path = f"/etc/deploykit/{marker}"
+    last = 15
+    digest = hashlib.sha256(f"{last}\n".encode()).hexdigest()[:16]
+    try:
+        code, out = fleet.sh(
+            "web1", f"for i in $(seq {last}); do echo $i > {path}; sleep 0.3; done"
+        )
+        assert code == 0, out
+        logged = f"grep deploykit-changes /var/log/auth.log | grep -F {path}"
+        wait_for(
+            lambda: fleet.sh("web1", logged)[1].rstrip().endswith(f"sha256 {digest})"),
+            timeout=30,
+            what="the burst's last change in web1's auth.log",
+        )
+        state = fleet.sh("web1", "systemctl is-active deploykit-change-watch.path")[1]
+        assert state.strip() == "active"
+    finally:
+        fleet.sh("web1", f"rm -f {path}")
+
+
 def test_the_log_host_files_lines_by_sender_address_not_claimed_name(fleet):
     marker = f"claimed-{uuid.uuid4().hex[:12]}"
     fake = f"evil{uuid.uuid4().hex[:6]}"
