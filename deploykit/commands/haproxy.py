@@ -22,6 +22,11 @@ from .shell import PRINT_WAITED, START_CLOCK, poll_until
 
 SERVER_STATES = ("ready", "drain", "maint")
 SHOW_STAT_SCUR = 5
+# `show servers state` fields (1-based): srv_op_state and srv_admin_state.
+SERVERS_STATE_OPERATIONAL = 6
+SERVERS_STATE_ADMIN = 7
+# srv_op_state of a server HAProxy sends traffic to (SRV_ST_RUNNING).
+SERVER_RUNNING = 2
 SHOW_STAT_STATUS = 18
 # Responses a server sent by class (hrsp_1xx ... hrsp_5xx, hrsp_other), and the
 # requests HAProxy retried away from it (wretr).
@@ -83,25 +88,87 @@ def change_server_state(
     (a reload, a restart, no answer) it is sent again until `timeout_s` (NOT_HELD).
     """
     send = set_server_state(socket, backend, server, state)  # checks `state`
+    return _held_change(
+        socket,
+        backend,
+        server,
+        send,
+        field=SERVERS_STATE_ADMIN,
+        holds=f"[ $(($2 & {_FORCED_ADMIN_BITS})) = {_ADMIN_STATE_OF[state]} ]",
+        what=f"{backend}/{server} state {state}",
+        seen_as="admin state",
+        timeout_s=timeout_s,
+        poll_s=poll_s,
+        reload_marker=reload_marker,
+    )
+
+
+def force_server_up(
+    socket: str,
+    backend: str,
+    server: str,
+    timeout_s: float = STATE_CHANGE_TIMEOUT_S,
+    poll_s: float = 0.1,
+    reload_marker: str = RELOAD_MARKER,
+) -> str:
+    """`set server ... health up`, re-sent until the serving worker has the server
+    running (bounded, as change_server_state).
+
+    A server leaving maintenance serves at once but one failed check from DOWN ("UP
+    1/3"), and is fully UP only after HAProxy's next check, up to `inter` later. Sent
+    once the kit's own check through the host's nginx passed, it makes the server fully
+    UP now; HAProxy keeps checking, and `fall` failed checks take it out again. A
+    running server is saved as such by a reload, and the new worker loads it fully UP.
+    """
+    send = runtime_api(socket, f"set server {backend}/{server} health up")
+    return _held_change(
+        socket,
+        backend,
+        server,
+        send,
+        field=SERVERS_STATE_OPERATIONAL,
+        holds=f'[ "$2" = {SERVER_RUNNING} ]',
+        what=f"{backend}/{server} health up",
+        seen_as="operational state",
+        timeout_s=timeout_s,
+        poll_s=poll_s,
+        reload_marker=reload_marker,
+    )
+
+
+def _held_change(
+    socket: str,
+    backend: str,
+    server: str,
+    send: str,
+    field: int,
+    holds: str,
+    what: str,
+    seen_as: str,
+    timeout_s: float,
+    poll_s: float,
+    reload_marker: str,
+) -> str:
+    """`send`, re-sent until the newest worker's `show servers state` gives the server a
+    `field` for which the shell test `holds` (on $2) is true, with no reload marked."""
     marker = shlex.quote(reload_marker)
     read = (
         f"{runtime_api(socket, f'show info; show servers state {backend}')} 2>/dev/null"
         f" | awk -v s={shlex.quote(server)}"
-        ' \'$1 == "Pid:" { pid = $2 } $4 == s && $7 ~ /^[0-9]+$/ { admin = $7 }'
-        " END { print pid, admin }'"
+        f' \'$1 == "Pid:" {{ pid = $2 }} $4 == s && ${field} ~ /^[0-9]+$/ {{ value = ${field} }}'
+        " END { print pid, value }'"
     )
-    what = shlex.quote(f"{backend}/{server} state {state}")
     return (
         f"( start=$(date +%s%N); deadline=$((start + {int(timeout_s * 1000)} * 1000000)); "
         "seen=none; while :; do "
         f"if [ ! -e {marker} ] && answer=$({send} 2>/dev/null); then "
         f'[ -z "$answer" ] || {{ echo "haproxy refused: $answer" >&2; exit {REFUSED}; }}; '
         f"seen=$({read}); newest=$({serving_worker()}); set -- $seen; "
-        f'if [ ! -e {marker} ] && [ $# = 2 ] && [ "$1" = "$newest" ] '
-        f"&& [ $(($2 & {_FORCED_ADMIN_BITS})) = {_ADMIN_STATE_OF[state]} ]; then break; fi; fi; "
+        f'if [ ! -e {marker} ] && [ $# = 2 ] && [ "$1" = "$newest" ] && {holds}; '
+        "then break; fi; fi; "
         'if [ "$(date +%s%N)" -ge "$deadline" ]; then '
-        f'echo {what}" did not hold within {timeout_s:g}s: HAProxy reloading or not '
-        f'answering (worker, admin state: $seen; newest worker: ${{newest:-none}})" >&2; '
+        f'echo {shlex.quote(what)}" did not hold within {timeout_s:g}s: HAProxy reloading or not '
+        f'answering (worker, {seen_as}: $seen; newest worker: ${{newest:-none}})" >&2; '
         f"exit {NOT_HELD}; fi; sleep {poll_s:g}; done )"
     )
 
@@ -156,14 +223,17 @@ def enable_server(
     poll_s: float = 0.1,
     change_timeout_s: float = STATE_CHANGE_TIMEOUT_S,
     reload_marker: str = RELOAD_MARKER,
+    force_up: bool = False,
 ) -> str:
-    """ready (verified, as in drain_server), then wait until health checks report the
-    server UP (bounded)."""
+    """ready (verified, as in drain_server); with `force_up`, health up (verified, see
+    force_server_up); then wait until HAProxy reports the server UP (bounded): at once
+    when forced, else after its next passing check."""
     change = {"timeout_s": change_timeout_s, "poll_s": poll_s, "reload_marker": reload_marker}
     ready = change_server_state(socket, backend, server, "ready", **change)
+    up = f"{force_server_up(socket, backend, server, **change)} || exit $?; " if force_up else ""
     observe = f"status=$({_stat_field(socket, backend, server, SHOW_STAT_STATUS)})"
     wait = _poll('[ "$status" = UP ]', observe, timeout_s, poll_s, "status $status")
-    return f"{ready} || exit $?; ( {wait} )"
+    return f"{ready} || exit $?; {up}( {wait} )"
 
 
 def wait_for_another_server(

@@ -137,10 +137,12 @@ def describe_web_plan(request: RollRequest) -> str:
             shown = current.short if current else "(none)"
             same = " (no change)" if current == settings.version else ""
             lines.append(f"  {label:<9} {name:<16} {shown} -> {settings.version.short}{same}")
+    readmit = ", health up" if settings.readmit_force_up else ""
     lines.append(
         f"  per host: drain on {lbs} (until 0 sessions, at most "
         f"{settings.drain_timeout_s:g}s), maint; start app + nginx, health check; "
-        f"ready on {lbs} (until UP, at most {settings.readmit_timeout_s:g}s); stop the old pair"
+        f"ready{readmit} on {lbs} (until UP, at most {settings.readmit_timeout_s:g}s); "
+        "stop the old pair"
     )
     if settings.drain_last_server:
         lines.append(

@@ -12,6 +12,11 @@ DEFAULTS = {
     "rollout_health_timeout_s": 30.0,
     # Longest wait for HAProxy to report a re-enabled server UP.
     "rollout_readmit_timeout_s": 30.0,
+    # Once the kit's own check through the host's nginx passed, tell HAProxy the server
+    # is healthy (`health up`): UP at once instead of after HAProxy's next check, up to
+    # haproxy_check_inter_ms later. HAProxy keeps checking; haproxy_check_fall failed
+    # checks take it out again. False: wait for HAProxy's own check.
+    "rollout_readmit_force_up": True,
     # Seconds a stopping container gets to finish in-flight requests (SIGTERM → SIGKILL).
     "rollout_stop_timeout_s": 30,
     # Longest any command of a roll may run on a host beyond its own waits (the ones

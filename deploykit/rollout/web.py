@@ -30,6 +30,8 @@ class WebRollSettings(RollSettings):
     drain_timeout_s: float
     health_timeout_s: float
     readmit_timeout_s: float
+    # Re-admit with `health up` once the kit's own check passed (rollout_readmit_force_up).
+    readmit_force_up: bool
     # Never drain the last server UP: wait this long for another one, then refuse...
     last_server_wait_s: float
     # ...unless this is set.
@@ -60,6 +62,7 @@ class WebRollSettings(RollSettings):
             drain_timeout_s=float(knob(data, "rollout_drain_timeout_s")),
             health_timeout_s=float(knob(data, "rollout_health_timeout_s")),
             readmit_timeout_s=float(knob(data, "rollout_readmit_timeout_s")),
+            readmit_force_up=bool(knob(data, "rollout_readmit_force_up")),
             last_server_wait_s=float(knob(data, "rollout_last_server_wait_s")),
             drain_last_server=bool(knob(data, "rollout_drain_last_server")),
             canary_observe_s=float(knob(data, "rollout_canary_observe_s")),
@@ -264,7 +267,8 @@ class WebRoll(Roll):
         )
 
     def readmit(self, host: str, swap: PairSwap, report: HostReport) -> None:
-        self.enable_everywhere(host, report)
+        # The new pair has just answered the kit's own check through nginx.
+        self.enable_everywhere(host, report, force_up=self.settings.readmit_force_up)
         swap.admitted = True
 
     def observes(self, host: str) -> bool:
@@ -352,10 +356,19 @@ class WebRoll(Roll):
                 raise StepFailed(f"drain on {lb} failed: {result.reason()}")
         report.waited_s += max((r.waited_s for _, r in results), default=0)
 
-    def enable_everywhere(self, host: str, report: HostReport, quiet: bool = False) -> None:
+    def enable_everywhere(
+        self, host: str, report: HostReport, quiet: bool = False, force_up: bool = False
+    ) -> None:
+        """ready on every LB, then UP. `force_up` (`health up`) only right after the kit's
+        own check of the pair that will serve: elsewhere (a restore, a re-run settling a
+        host) HAProxy's checks decide, as the host may have nothing that answers."""
         settings = self.settings
         command = haproxy_commands.enable_server(
-            settings.admin_socket, settings.backend, host, settings.readmit_timeout_s
+            settings.admin_socket,
+            settings.backend,
+            host,
+            settings.readmit_timeout_s,
+            force_up=force_up,
         )
         results = self._on_every_lb(command, waits_s=settings.readmit_timeout_s)
         self.out_of_rotation.discard(host)

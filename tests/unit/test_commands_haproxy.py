@@ -13,6 +13,7 @@ from deploykit.commands.haproxy import (
     change_server_state,
     drain_server,
     enable_server,
+    force_server_up,
     parse_show_servers,
     runtime_api,
     set_server_state,
@@ -67,7 +68,7 @@ def test_change_server_state_resends_until_the_serving_worker_holds_it():
         " seen=$(echo 'show info; show servers state web'"
         " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock 2>/dev/null"
         ' | awk -v s=web1 \'$1 == "Pid:" { pid = $2 } $4 == s && $7 ~ /^[0-9]+$/'
-        " { admin = $7 } END { print pid, admin }');"
+        " { value = $7 } END { print pid, value }');"
         ' newest=$(pgrep -n -P "$(systemctl show --property MainPID --value haproxy.service)");'
         " set -- $seen; if [ ! -e /run/deploykit-haproxy-reloading ] && [ $# = 2 ]"
         ' && [ "$1" = "$newest" ] && [ $(($2 & 9)) = 8 ]; then break; fi; fi;'
@@ -176,7 +177,7 @@ case "$request" in
     answering=$(cat "$STUB_DIR/answering.$n" 2>/dev/null || cat "$STUB_DIR/answering")
     printf 'Name: HAProxy\nPid: %s\n\n1\n' "$answering"
     echo "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight"
-    echo "3 web 1 web1 10.0.0.1 2 $(cat "$STUB_DIR/admin") 1"
+    echo "3 web 1 web1 10.0.0.1 $(cat "$STUB_DIR/op") $(cat "$STUB_DIR/admin") 1"
     echo "3 web 2 web2 10.0.0.2 2 0 1"
     echo ;;
 "set server "*)
@@ -185,10 +186,13 @@ case "$request" in
     # A set that reaches an old worker during a reload is lost: the admin state stays.
     if [ ! -f "$STUB_DIR/lose.$n" ]; then
         case "$request" in
+        *"health up") echo 2 > "$STUB_DIR/op" ;;
+        *) case "$request" in
         *ready) echo $(( $(cat "$STUB_DIR/admin") & ~9 )) ;;
         *drain) echo $(( ($(cat "$STUB_DIR/admin") & ~9) | 8 )) ;;
         *maint) echo $(( ($(cat "$STUB_DIR/admin") & ~9) | 1 )) ;;
-        esac > "$STUB_DIR/admin.new" && mv "$STUB_DIR/admin.new" "$STUB_DIR/admin"
+        esac > "$STUB_DIR/admin.new" && mv "$STUB_DIR/admin.new" "$STUB_DIR/admin" ;;
+        esac
     fi
     # A reload that saves the states right after this set marks itself.
     if [ -f "$STUB_DIR/mark.$n" ]; then touch "$STUB_DIR/reloading"; fi
@@ -253,6 +257,7 @@ def lb(tmp_path):
     (tmp_path / "answering").write_text("4001\n")
     (tmp_path / "newest").write_text("4001\n")
     (tmp_path / "admin").write_text("0\n")
+    (tmp_path / "op").write_text("2\n")
     marker = str(tmp_path / "reloading")
 
     class FakeLB:
@@ -345,7 +350,7 @@ def drain(lb, server="web1", timeout_s=5.0, change_timeout_s=5.0):
     )
 
 
-def enable(lb, server="web1", timeout_s=5.0, change_timeout_s=5.0):
+def enable(lb, server="web1", timeout_s=5.0, change_timeout_s=5.0, force_up=False):
     return lb.run(
         enable_server(
             SOCKET,
@@ -355,6 +360,7 @@ def enable(lb, server="web1", timeout_s=5.0, change_timeout_s=5.0):
             poll_s=0.05,
             change_timeout_s=change_timeout_s,
             reload_marker=lb.reload_marker,
+            force_up=force_up,
         )
     )
 
@@ -505,6 +511,66 @@ def test_enable_exits_0_once_the_server_is_up(lb):
     assert 0 <= waited_ms(result.stdout) < 5000
     assert lb.polls == 3
     assert lb.requests == ["set server web/web1 state ready", READ] + ["show stat"] * 3
+
+
+def test_force_server_up_resends_until_the_serving_worker_has_it_running():
+    assert force_server_up(SOCKET, "web", "web1") == (
+        "( start=$(date +%s%N); deadline=$((start + 20000 * 1000000)); seen=none; while :; do"
+        " if [ ! -e /run/deploykit-haproxy-reloading ] && answer=$(echo 'set server web/web1"
+        " health up' | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock 2>/dev/null);"
+        ' then [ -z "$answer" ] || { echo "haproxy refused: $answer" >&2; exit 5; };'
+        " seen=$(echo 'show info; show servers state web'"
+        " | socat -t 5 stdio unix-connect:/run/haproxy/admin.sock 2>/dev/null"
+        ' | awk -v s=web1 \'$1 == "Pid:" { pid = $2 } $4 == s && $6 ~ /^[0-9]+$/'
+        " { value = $6 } END { print pid, value }');"
+        ' newest=$(pgrep -n -P "$(systemctl show --property MainPID --value haproxy.service)");'
+        " set -- $seen; if [ ! -e /run/deploykit-haproxy-reloading ] && [ $# = 2 ]"
+        ' && [ "$1" = "$newest" ] && [ "$2" = 2 ]; then break; fi; fi;'
+        ' if [ "$(date +%s%N)" -ge "$deadline" ]; then'
+        " echo 'web/web1 health up'\" did not hold within 20s: HAProxy reloading or not"
+        ' answering (worker, operational state: $seen; newest worker: ${newest:-none})" >&2;'
+        " exit 6; fi; sleep 0.1; done )"
+    )
+
+
+def test_enable_forcing_up_sets_ready_then_health_up_and_finds_the_server_up_at_once(lb):
+    # Leaving maintenance, the server is "UP 1/3" until HAProxy's next check, up to
+    # `inter` later; told healthy, it is UP at the first look.
+    (lb.stub_dir / "op").write_text("0\n")
+    lb.show_stat(show_stat(0, "UP"))
+    result = enable(lb, force_up=True)
+    assert result.returncode == 0, result.stderr
+    assert lb.requests == [
+        "set server web/web1 state ready",
+        READ,
+        "set server web/web1 health up",
+        READ,
+        "show stat",
+    ]
+
+
+def test_a_health_up_lost_to_a_reload_is_sent_again_until_the_server_runs(lb):
+    (lb.stub_dir / "op").write_text("0\n")
+    lb.lose_set(2)
+    lb.show_stat(show_stat(0, "UP"))
+    result = enable(lb, force_up=True)
+    assert result.returncode == 0, result.stderr
+    assert lb.requests[2:6] == ["set server web/web1 health up", READ] * 2
+    assert (lb.stub_dir / "op").read_text().strip() == "2"
+
+
+def test_a_health_up_that_never_holds_fails_before_waiting_for_up(lb):
+    (lb.stub_dir / "op").write_text("0\n")
+    for number in range(2, 40):
+        lb.lose_set(number)
+    lb.show_stat(show_stat(0, "UP"))
+    result = enable(lb, change_timeout_s=0.3, force_up=True)
+    assert result.returncode == NOT_HELD
+    assert result.stderr == (
+        "web/web1 health up did not hold within 0.3s: HAProxy reloading or not answering"
+        " (worker, operational state: 4001 0; newest worker: 4001)\n"
+    )
+    assert "show stat" not in lb.requests
 
 
 def test_enable_times_out_naming_the_last_status(lb):

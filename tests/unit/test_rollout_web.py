@@ -312,3 +312,52 @@ def test_rollback_on_failure_returns_to_the_exact_old_digest():
     assert failure.value.reports[0].result == "rolled back to latest@111111111111"
     rollback_start = [c for h, c in fleet.commands if h == "web1" and "--name app-" in c][-1]
     assert f"registry:5000/deploykit/app@{OLD_DIGEST}" in rollback_start
+
+
+def ready_commands(fleet: FakeFleet) -> list[str]:
+    return [command for _, command in fleet.commands if "state ready" in command]
+
+
+def test_readmit_tells_haproxy_the_checked_pair_is_healthy():
+    # Right after the kit's own check through nginx: UP at once, not after HAProxy's
+    # next check (issue 12, item 3).
+    fleet = FakeFleet({"web1": "v1"})
+    WebRoll(fleet, SETTINGS, ["web1"], ["lb1", "lb2"]).run()
+    readmits = ready_commands(fleet)
+    assert len(readmits) == 2
+    assert all("set server web/web1 health up" in command for command in readmits)
+
+
+def test_readmit_waits_for_haproxys_own_check_when_told_to():
+    fleet = FakeFleet({"web1": "v1"})
+    settings = replace(SETTINGS, readmit_force_up=False)
+    WebRoll(fleet, settings, ["web1"], ["lb1"]).run()
+    assert ready_commands(fleet) and not any(
+        "health up" in command for command in ready_commands(fleet)
+    )
+
+
+@pytest.mark.parametrize(
+    "start, fail",
+    [
+        ({"web1": "v1"}, {("web1", "start nginx"): 125}),
+        ({"web1": None}, {("web1", "check app"): 1}),
+    ],
+    ids=["restored-old-pair", "first-deploy-nothing-left"],
+)
+def test_a_restore_never_forces_a_server_up(start, fail):
+    # A restore may leave nothing that answers (a first deploy): HAProxy's checks decide.
+    fleet = FakeFleet(start, fail=fail)
+    with pytest.raises(RolloutFailed):
+        WebRoll(fleet, SETTINGS, ["web1"], ["lb1"]).run()
+    assert ready_commands(fleet) and not any(
+        "health up" in command for command in ready_commands(fleet)
+    )
+
+
+def test_a_rerun_settling_a_host_already_on_the_release_never_forces_it_up():
+    fleet = FakeFleet({"web1": "v2"})
+    WebRoll(fleet, SETTINGS, ["web1"], ["lb1"]).run()
+    assert ready_commands(fleet) and not any(
+        "health up" in command for command in ready_commands(fleet)
+    )
