@@ -72,6 +72,10 @@ class Fleet(Protocol):
         """Run the calls at once; return their results in order. When one raises, the
         others still run to their end: the first error goes up only once all are done."""
 
+    def background(self, call: Callable[[], T]) -> Callable[[], T]:
+        """Start `call` now, beside whatever runs next; the function returned waits for
+        it to end, then returns its value or raises its error."""
+
     def log(self, message: str) -> None: ...
 
 
@@ -208,13 +212,31 @@ class Roll:
         # Why the hosts in progress must go back now, at their next step (a second
         # Ctrl-C; another host of the batch failed with an error that is not a step's).
         self.stop_now: str | None = None
+        # The cleanups of the hosts done (old release stopped and removed, release
+        # recorded, images pruned): off the critical path, they run beside the next
+        # hosts' swaps, and every one has ended before the roll returns or raises.
+        self.pending_cleanups: list[Callable[[], None]] = []
+        # The first error a cleanup raised (a bug, an interrupt): the roll stops, and it
+        # goes up unchanged, as it would have from the host's own steps.
+        self.cleanup_error: BaseException | None = None
 
     # -- the roll ---------------------------------------------------------------------
 
     def run(self) -> list[HostReport]:
+        try:
+            self._run_batches()
+        except BaseException:
+            self._finish_cleanups(raise_error=False)
+            raise
+        self._finish_cleanups(raise_error=True)
+        return self.reports
+
+    def _run_batches(self) -> None:
         batches = plan_batches(self.hosts, self.settings.batch_size)
         self.fleet.log(self.describe(batches))
         for batch in batches:
+            if self.cleanup_error is not None:
+                raise self.cleanup_error
             if self.stop_requested or self.stop_now:
                 raise RolloutFailed(
                     batch[0],
@@ -229,9 +251,27 @@ class Roll:
             failures = [(host, reason) for host, reason in outcomes if reason]
             if failures:
                 host, reason = failures[0]
+                # A rollback of a host done must not meet that host's own cleanup.
+                self._finish_cleanups(raise_error=False)
+                if self.cleanup_error is not None:
+                    # The hosts in progress went back because of it (stop_now).
+                    raise self.cleanup_error
                 self._after_failure()
                 raise RolloutFailed(host, reason, self.reports)
-        return self.reports
+
+    def _finish_cleanups(self, raise_error: bool) -> None:
+        """Wait for every cleanup started; one that raised (a bug: their commands' own
+        failures are only said) is said, and raised with `raise_error` once all ended."""
+        first: BaseException | None = None
+        while self.pending_cleanups:
+            wait = self.pending_cleanups.pop(0)
+            try:
+                wait()
+            except BaseException as error:  # noqa: BLE001 (said; raised below)
+                self.fleet.log(f"a cleanup failed: {describe(error)}")
+                first = first or error
+        if first is not None and raise_error:
+            raise first
 
     def describe(self, batches: list[list[str]]) -> str:
         return (
@@ -271,19 +311,44 @@ class Roll:
         else:
             for replacement in replacements:
                 self._replace(host, replacement, report)
-            with self.phase(report, "cleanup"):
-                self.retire(host, before, report)
-                # It may wait its turn for the images lock (a concurrent pull): the host
-                # already serves its new release meanwhile.
-                self.run_command(host, self._record_and_prune(), waits_s=IMAGES_LOCK_WAIT_S)
+            # The host serves its new release: the next host need not wait for this.
             report.result = "updated"
+            self.pending_cleanups.append(
+                self.fleet.background(lambda: self._clean_up(host, before, report))
+            )
+            return report
+        self._say_done(report)
+        return report
+
+    def _clean_up(self, host: str, before, report: HostReport) -> None:
+        try:
+            self._retire_and_record(host, before, report)
+        except BaseException as error:
+            # The hosts in progress go back at their next step; the roll stops.
+            self.stop_now = self.stop_now or f"{host}'s cleanup failed with {describe(error)}"
+            self.cleanup_error = self.cleanup_error or error
+            raise
+
+    def _retire_and_record(self, host: str, before, report: HostReport) -> None:
+        with self.phase(report, "cleanup"):
+            self.retire(host, before, report)
+            # It may wait its turn for the images lock (a concurrent pull): the host
+            # already serves its new release meanwhile.
+            recorded = self.run_command(host, self._record_and_prune(), waits_s=IMAGES_LOCK_WAIT_S)
+            if not recorded.ok:
+                self.fleet.log(
+                    f"{host}: recording the release and pruning images failed: {recorded.reason()}"
+                )
+        self._say_done(report)
+
+    def _say_done(self, report: HostReport) -> None:
         self.fleet.log(
-            f"{host}: {report.old_version.short if report.old_version else '(none)'} -> "
+            f"{report.host}: "
+            f"{report.old_version.short if report.old_version else '(none)'} -> "
             f"{report.new_version.short}: {report.result} in "
             f"{report.total_s:.1f}s ({_format_phases(report.phases)}; "
             f"overhead {report.overhead_s:.2f}s)"
         )
-        return report
 
     def _replace(self, host: str, replacement, report: HostReport) -> None:
         """Run the steps; on ANY error (a step's failure, a bug, Ctrl-C, a timeout) put
@@ -355,6 +420,8 @@ class Roll:
                 self.lb_hosts,
                 self.clock,
             )
+            # Its cleanup is this roll's to wait for.
+            back.pending_cleanups = self.pending_cleanups
             try:
                 back.roll_host(report.host)
             except Exception as failure:  # noqa: BLE001 (said; the other hosts go on)

@@ -87,6 +87,18 @@ class PyinfraFleet:
     def parallel(self, calls: list[Callable[[], T]]) -> list[T]:
         return supervise(calls)
 
+    def background(self, call: Callable[[], T]) -> Callable[[], T]:
+        greenlet = gevent.spawn(_outcome, call)
+
+        def wait() -> T:
+            _join_all([greenlet])
+            value, error = greenlet.value
+            if error is not None:
+                raise error
+            return value
+
+        return wait
+
     def log(self, message: str) -> None:
         logger.info(f"    deploykit: {message}")
 
@@ -101,6 +113,17 @@ def supervise(calls: list[Callable[[], T]]) -> list[T]:
     if len(calls) == 1:
         return [calls[0]()]
     greenlets = [gevent.spawn(_outcome, call) for call in calls]
+    _join_all(greenlets)
+    outcomes = [greenlet.value for greenlet in greenlets]
+    for _, error in outcomes:
+        if error is not None:
+            raise error
+    return [value for value, _ in outcomes]
+
+
+def _join_all(greenlets: list) -> None:
+    """Wait until every greenlet has ended, even when the waiting one is interrupted
+    (then its error is raised, once all have ended)."""
     interrupted: BaseException | None = None
     while not all(greenlet.dead for greenlet in greenlets):
         try:
@@ -109,11 +132,6 @@ def supervise(calls: list[Callable[[], T]]) -> list[T]:
             interrupted = interrupted or error
     if interrupted is not None:
         raise interrupted
-    outcomes = [greenlet.value for greenlet in greenlets]
-    for _, error in outcomes:
-        if error is not None:
-            raise error
-    return [value for value, _ in outcomes]
 
 
 def _outcome(call: Callable[[], T]) -> tuple[T | None, BaseException | None]:

@@ -17,7 +17,7 @@ import gevent
 from deploykit.commands.haproxy import LAST_SERVER
 from deploykit.commands.shell import TIMED_OUT
 from deploykit.rollout.engine import CommandResult
-from deploykit.rollout.pyinfra_fleet import supervise
+from deploykit.rollout.pyinfra_fleet import PyinfraFleet, supervise
 
 RELEASE = "20260101"
 WORKER = r"(worker-[\w.-]+)"
@@ -76,6 +76,7 @@ class FakeFleet:
         workers: dict[str, list[tuple[int, str, str, str]]] | None = None,
         fail: dict[tuple[str, str], int] | None = None,
         concurrent: bool = False,
+        defer_background: bool = False,
         other_servers: tuple[str, ...] = ("web0",),
     ):
         """+ tags: web host -> the version its pair runs, TAG or TAG@DIGEST (None: nothing
@@ -85,13 +86,17 @@ class FakeFleet:
         + other_servers: servers of the LBs' backend that the roll leaves alone (UP unless
           a test says otherwise)
         + concurrent: run `parallel` calls in greenlets that take turns at each command
-          (the real runner, pyinfra_fleet.supervise), instead of one after the other"""
+          (the real runner, pyinfra_fleet.supervise), instead of one after the other;
+          `background` calls too (PyinfraFleet.background)
+        + defer_background: run a `background` call only when it is waited for, as late
+          as the real one may run (else at once: the order most tests read)"""
         self.containers: dict[str, list[Container]] = {}
         self.web_hosts = list(tags or {})
         self.servers = [*other_servers, *self.web_hosts]
         # (lb, server) -> HAProxy's status for it; every server starts UP.
         self.lb_states: dict[tuple[str, str], str] = {}
         self.concurrent = concurrent
+        self.defer_background = defer_background
         # (number of the command, counted from 0; the error it raises; whether the
         # command took effect on the host first, its answer lost).
         self.raise_at: tuple[int, BaseException, bool] | None = None
@@ -192,6 +197,29 @@ class FakeFleet:
             server = re.search(r"-v s=(\S+)", command).group(1)
             stdout = self.observation.get(server, observed())
         return CommandResult(0, stdout, "")
+
+    def background(self, call):
+        if self.concurrent:
+            return PyinfraFleet.background(self, call)
+        outcome = []
+
+        def run():
+            try:
+                outcome.append((call(), None))
+            except BaseException as error:  # noqa: BLE001 (raised by wait)
+                outcome.append((None, error))
+
+        def wait():
+            if not outcome:
+                run()
+            value, error = outcome[0]
+            if error is not None:
+                raise error
+            return value
+
+        if not self.defer_background:
+            run()
+        return wait
 
     def parallel(self, calls):
         if self.concurrent:

@@ -361,3 +361,90 @@ def test_a_rerun_settling_a_host_already_on_the_release_never_forces_it_up():
     assert ready_commands(fleet) and not any(
         "health up" in command for command in ready_commands(fleet)
     )
+
+
+# -- the old release's cleanup, off the critical path (issue 12, item 3) ------------------
+
+CLEANUP_EVENTS = ["stop old app", "list", "record and prune"]
+
+
+def test_a_hosts_cleanup_runs_beside_the_next_hosts_swap_and_ends_before_the_roll():
+    # Deferred as late as a real one may run: web1's old pair is still being retired
+    # when web2 is drained, and the roll returns only once every cleanup has ended.
+    fleet = FakeFleet({"web1": "v1", "web2": "v1"}, defer_background=True)
+    reports = WebRoll(fleet, SETTINGS, ["web1", "web2"], ["lb1"]).run()
+    assert fleet.events.index("lb1: drain", 3) < fleet.events.index("web1: stop old app")
+    assert fleet.events[-6:] == [f"{h}: {e}" for h in ("web1", "web2") for e in CLEANUP_EVENTS]
+    assert all({c.tag for c in fleet.containers[h]} == {"v2"} for h in ("web1", "web2"))
+    assert [(r.result, "cleanup" in r.phases) for r in reports] == [("updated", True)] * 2
+    assert [m.split(" in ")[0] for m in fleet.messages if " -> " in m] == [
+        "web1: v1 -> v2: updated",
+        "web2: v1 -> v2: updated",
+    ]
+
+
+def test_the_cleanups_end_before_the_hosts_done_are_rolled_back():
+    fleet = FakeFleet(
+        {"web1": "v1", "web2": "v1"}, fail={("web2", "check pair"): 3}, defer_background=True
+    )
+    settings = replace(SETTINGS, rollback_on_failure=True)
+    with pytest.raises(RolloutFailed):
+        WebRoll(fleet, settings, ["web1", "web2"], ["lb1"]).run()
+    record = fleet.events.index("web1: record and prune")
+    rollback_drain = max(i for i, e in enumerate(fleet.events) if e == "lb1: drain")
+    assert record < rollback_drain
+    assert fleet.serving_tag("web1") == "v1"
+
+
+def test_a_failed_release_record_is_said_and_the_roll_goes_on():
+    fleet = FakeFleet({"web1": "v1", "web2": "v1"}, fail={("web1", "record and prune"): 1})
+    reports = WebRoll(fleet, SETTINGS, ["web1", "web2"], ["lb1"]).run()
+    assert [r.result for r in reports] == ["updated", "updated"]
+    assert any(
+        m.startswith("web1: recording the release and pruning images failed: exit 1")
+        for m in fleet.messages
+    )
+
+
+def test_a_cleanup_that_raises_in_the_background_stops_the_roll_with_its_error():
+    fleet = FakeFleet({"web1": "v1", "web2": "v1", "web3": "v1"}, defer_background=True)
+    error = ValueError("unparsable listing")
+    roll = WebRoll(fleet, SETTINGS, ["web1", "web2", "web3"], ["lb1"])
+    original = roll.retire
+
+    def retire(host, before, report):
+        if host == "web1":
+            raise error
+        original(host, before, report)
+
+    roll.retire = retire
+    with pytest.raises(ValueError) as raised:
+        roll.run()
+    assert raised.value is error
+    assert "a cleanup failed: ValueError: unparsable listing" in fleet.messages
+    # The other cleanups still ended; nobody is left out of rotation.
+    assert "web2: record and prune" in fleet.events
+    assert fleet.out_of_rotation() == {}
+
+
+def test_a_cleanup_that_raises_beside_a_swap_sends_that_host_back_and_stops_the_roll():
+    # In greenlets, as the real runner: web1's cleanup fails while web2 is mid-swap.
+    fleet = FakeFleet({"web1": "v1", "web2": "v1", "web3": "v1"}, concurrent=True)
+    error = ValueError("unparsable listing")
+    roll = WebRoll(fleet, SETTINGS, ["web1", "web2", "web3"], ["lb1"])
+    original = roll.retire
+
+    def retire(host, before, report):
+        if host == "web1":
+            raise error
+        original(host, before, report)
+
+    roll.retire = retire
+    with pytest.raises(ValueError) as raised:
+        roll.run()
+    assert raised.value is error
+    assert fleet.serving_tag("web1") == "v2"
+    assert fleet.serving_tag("web2") == "v1"
+    assert roll.reports[1].result.startswith("failed: stopped before")
+    assert not any(event.startswith("web3") for event in fleet.events)
+    assert fleet.out_of_rotation() == {}
